@@ -1,0 +1,40 @@
+"""Helpers shared by the click commands: exit code 2 on bad input, one-line messages."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import click
+
+from .errors import FewbitError
+
+
+class InputError(click.ClickException):
+    """Bad input: printed as one line on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def handle_errors(fn):
+    """Turn FewbitError (and OSError) into InputError; echo warnings as one line on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return fn(*args, **kwargs)
+            except FewbitError as e:
+                raise InputError(str(e)) from None
+            except OSError as e:
+                name = f": {e.filename}" if getattr(e, "filename", None) else ""
+                raise InputError(f"{e.strerror or e}{name}") from None
+            finally:
+                for w in caught:
+                    click.echo(f"warning: {w.message}", err=True)
+
+    return wrapper

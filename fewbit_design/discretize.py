@@ -1,0 +1,175 @@
+"""Cells and their moments: the exact, discretised form of the objective.
+
+For a parametric weight w the real line is cut into cells aligned to the kinks of f' and w;
+each cell carries S0 = ∫w, S1 = ∫w f', S2 = ∫w f'² by Gauss–Legendre. The DP sees the
+`core` cells (boundaries may only sit on their edges); the tails beyond the core are
+folded into the two outer core cells, so the objective covers the whole real line.
+`Grid.interval_moments(a, b)` integrates over any interval exactly (prefixes + partial cells),
+which is what continuous refinement and `evaluate` use.
+
+For samples the objective is the mean over the samples; cells are the unique values
+(or, when there are too many, bins of them) and every integral is an exact sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+GL_ORDER = 8
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(GL_ORDER)
+CORE_TAIL = 1e-13     # core range: quantiles CORE_TAIL and 1 - CORE_TAIL
+FAR_TAIL = 1e-300     # tail cells reach quantiles FAR_TAIL; the mass beyond is below double precision
+TAIL_DT = 0.05        # spacing of tail cells in t, x = a·sinh(t) (geometric far out)
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """Cells over the real line and their cumulative moments.
+
+    edges : (N+1,) all cell edges, ascending; the first and last reach the far tails
+        (mass beyond them is below 1e-300).
+    cum, rcum : (3, N+1) ∫_{-inf}^{edges[i]} and ∫_{edges[i]}^{+inf} of w f'^p, p = 0, 1, 2.
+        Both are kept so that an interval's moments are a difference of two small numbers
+        on whichever side of the median it lies (no cancellation against the total).
+    core : (lo, hi) indices into edges: DP boundaries may sit on edges[lo+1 .. hi-1].
+    """
+
+    edges: np.ndarray
+    cum: np.ndarray
+    rcum: np.ndarray
+    core: tuple[int, int]
+    act: object
+    dist: object
+
+    @property
+    def core_edges(self) -> np.ndarray:
+        lo, hi = self.core
+        return self.edges[lo:hi + 1]
+
+    def core_prefix(self) -> np.ndarray:
+        """(3, n+1) prefix moments over the core cells, tails folded into the outer cells."""
+        lo, hi = self.core
+        p = self.cum[:, lo:hi + 1].copy()
+        p[:, 0] = 0.0
+        p[:, -1] = self.cum[:, -1]
+        return p
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.cum[:, -1]
+
+    def interval_moments(self, a, b) -> np.ndarray:
+        """(3, len(a)) ∫_a^b w f'^p for p = 0, 1, 2; a < b, either may be infinite."""
+        e = self.edges
+        a = np.clip(np.asarray(a, dtype=np.float64), e[0], e[-1])
+        b = np.clip(np.asarray(b, dtype=np.float64), e[0], e[-1])
+        ja = np.clip(np.searchsorted(e, a, side="right") - 1, 0, e.size - 2)
+        jb = np.clip(np.searchsorted(e, b, side="right") - 1, 0, e.size - 2)
+        pa = _gl_moments(self.act, self.dist, e[ja], a)            # ∫_{e[ja]}^{a}
+        pb = _gl_moments(self.act, self.dist, e[jb], b)            # ∫_{e[jb]}^{b}
+        left = (self.cum[:, jb] + pb) - (self.cum[:, ja] + pa)     # via ∫_{-inf}
+        right = (self.rcum[:, ja] - pa) - (self.rcum[:, jb] - pb)  # via ∫^{+inf}
+        use_left = self.cum[0, jb] <= self.rcum[0, ja]
+        out = np.where(use_left, left, right)
+        same = ja == jb
+        if np.any(same):
+            out[:, same] = _gl_moments(self.act, self.dist, a[same], b[same])
+        return out
+
+
+def make_grid(act, dist, n: int) -> Grid:
+    """Grid with about n core cells for activation `act` under parametric weight `dist`."""
+    lo, hi = dist.quantile_range(CORE_TAIL)
+    flo, fhi = dist.quantile_range(FAR_TAIL)
+    flo, fhi = min(flo, lo), max(fhi, hi)
+    # x = a·sinh(t): uniform near 0 where activations bend, geometric in heavy tails.
+    core = np.sinh(np.linspace(np.arcsinh(lo), np.arcsinh(hi), n + 1))
+    core[0], core[-1] = lo, hi
+    left = _tail_edges(lo, flo)
+    right = _tail_edges(hi, fhi)
+    kinks = [k for k in (*act.kinks, *dist.kinks) if flo < k < fhi]
+    edges = np.unique(np.concatenate([left, core, right, np.asarray(kinks, dtype=np.float64)]))
+    edges = _merge_close(edges, keep=np.asarray([lo, hi, *kinks]))
+    m = _gl_moments(act, dist, edges[:-1], edges[1:])
+    cum = np.zeros((3, edges.size))
+    np.cumsum(m, axis=1, out=cum[:, 1:])
+    rcum = np.zeros((3, edges.size))
+    np.cumsum(m[:, ::-1], axis=1, out=rcum[:, -2::-1])
+    ilo = int(np.searchsorted(edges, lo))
+    ihi = int(np.searchsorted(edges, hi))
+    return Grid(edges=edges, cum=cum, rcum=rcum, core=(ilo, ihi), act=act, dist=dist)
+
+
+def _tail_edges(start: float, end: float) -> np.ndarray:
+    """Edges from start outward to end, spaced TAIL_DT in t = asinh(x)."""
+    if end == start:
+        return np.empty(0)
+    ts, te = np.arcsinh(start), np.arcsinh(end)
+    k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
+    e = np.sinh(np.linspace(ts, te, k + 1))
+    e[-1] = end
+    return e
+
+
+def _merge_close(edges: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Drop edges closer than ~1e-12 relative to a neighbour, never dropping `keep`."""
+    tol = 1e-12 * np.maximum(1.0, np.abs(edges))
+    close = np.concatenate([[False], np.diff(edges) < tol[1:]])
+    close &= ~np.isin(edges, keep)
+    return edges[~close]
+
+
+def _gl_moments(act, dist, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(3, len(a)) Gauss–Legendre ∫_a^b w f'^p for p = 0, 1, 2 (a, b inside one smooth cell)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    half = 0.5 * (b - a)
+    x = (0.5 * (a + b))[..., None] + half[..., None] * _GL_X       # (n, GL_ORDER)
+    w = dist.pdf(x) * (half[..., None] * _GL_W)
+    d = act.df(x)
+    wd = w * d
+    return np.stack([w.sum(-1), wd.sum(-1), (wd * d).sum(-1)])
+
+
+# -- samples ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class SampleCells:
+    """Unique sample values with their weights; f' evaluated once per unique value.
+
+    values : (N,) ascending unique sample values. weight : (N,) count / total.
+    d : (N,) f'(values). A boundary between values[i-1] and values[i] sits at their midpoint.
+    """
+
+    values: np.ndarray
+    weight: np.ndarray
+    d: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        w, d = self.weight, self.d
+        return np.array([w.sum(), (w * d).sum(), (w * d * d).sum()])
+
+    def prefix(self) -> np.ndarray:
+        """(3, N+1) prefix sums of w, w f', w f'² over the unique values."""
+        w, d = self.weight, self.d
+        p = np.zeros((3, w.size + 1))
+        np.cumsum(np.stack([w, w * d, w * d * d]), axis=1, out=p[:, 1:])
+        return p
+
+    def split_points(self) -> np.ndarray:
+        """(N-1,) midpoints between consecutive unique values: the candidate boundaries."""
+        v = self.values
+        return v[:-1] + 0.5 * (v[1:] - v[:-1])
+
+
+def make_sample_cells(act, values: np.ndarray) -> SampleCells:
+    u, counts = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
+    return SampleCells(values=u, weight=counts / counts.sum(), d=act.df(u))
+
+
+def bin_edges(n_values: int, n_bins: int) -> np.ndarray:
+    """(n_bins+1,) indices cutting n_values unique values into near-equal bins."""
+    return np.unique(np.linspace(0, n_values, n_bins + 1).round().astype(np.int64))

@@ -1,0 +1,548 @@
+"""Input weights w(x): parametric densities and empirical samples, parsed from spec strings.
+
+Parametric families are location-scale: pdf(x) = p((x - loc) / scale) / scale. cdf is
+accurate (relatively) in the left tail and sf in the right tail; every family is symmetric
+about loc. The designer needs numpy and numba only; torch is imported lazily for .pt files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import os
+import warnings
+
+import numpy as np
+from numba import njit, vectorize
+
+from .errors import FewbitError
+
+DISTRIBUTIONS: dict[str, str] = {
+    "normal": "normal:MEAN,STD       Gaussian (alias gaussian); default normal:0,1",
+    "uniform": "uniform:A,B          uniform on [A, B]; default uniform:-1,1",
+    "laplace": "laplace:LOC,SCALE    double exponential; default laplace:0,1",
+    "logistic": "logistic:LOC,SCALE  logistic; default logistic:0,1",
+    "student-t": "student-t:DF[,LOC,SCALE]  Student's t (alias t); DF required, LOC 0, SCALE 1",
+    "samples": "samples:PATH         empirical: .npy, .npz[#KEY], .pt/.pth, .csv/.txt (one value a line)",
+}
+_ALIASES = {"gaussian": "normal", "t": "student-t", "student_t": "student-t", "studentt": "student-t"}
+
+
+# ----------------------------------------------------------------------------- kernels
+
+@vectorize(["float64(float64)"], cache=True)
+def _erfc(x):
+    return math.erfc(x)
+
+
+@njit(cache=True)
+def _beta_cf(a, b, x):
+    """Continued fraction of I_x(a, b) (modified Lentz); converges fast for x < (a+1)/(a+b+2)."""
+    tiny = 1e-300
+    c = 1.0
+    d = 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (tiny if abs(d) < tiny else d)
+    h = d
+    for m in range(1, 100000):
+        for aa in (m * (b - m) * x / ((a + 2 * m - 1.0) * (a + 2 * m)),
+                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1.0))):
+            d = 1.0 + aa * d
+            d = 1.0 / (tiny if abs(d) < tiny else d)
+            c = 1.0 + aa / c
+            c = tiny if abs(c) < tiny else c
+            h *= d * c
+        if abs(d * c - 1.0) < 3e-16:
+            break
+    return h
+
+
+@vectorize(["float64(float64, float64, float64)"], cache=True)
+def _t_lower_tail(z, df, log_beta):
+    """P(T <= -|z|) for Student's t with `df` = 0.5 I_x(df/2, 1/2), x = df / (df + z^2)."""
+    az = abs(z)
+    if az != az:
+        return az
+    if az == 0.0:
+        return 0.5
+    if az == math.inf:
+        return 0.0
+    # log x and log y = log(1 - x) without cancellation or overflow; a * log_x can be huge
+    if az < 1e150:
+        r = az * az / df
+        log_x = -math.log1p(r)
+        log_y = math.log(r) + log_x if r <= 1.0 else -math.log1p(1.0 / r)
+    else:
+        log_s = math.log(df) - 2.0 * math.log(az)   # s = df / z^2, tiny
+        log_y = -math.log1p(math.exp(log_s))
+        log_x = log_s + log_y
+    a, b = 0.5 * df, 0.5
+    x = math.exp(log_x)
+    front = math.exp(a * log_x + b * log_y - log_beta)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return 0.5 * front * _beta_cf(a, b, x) / a
+    return 0.5 * (1.0 - front * _beta_cf(b, a, math.exp(log_y)) / b)
+
+
+def _stirling_tail(z: float) -> float:
+    """lgamma(z) - ((z - 1/2) log z - z + log(2 pi) / 2) for z >= 10, to double precision."""
+    coefs = (1 / 12, -1 / 360, 1 / 1260, -1 / 1680, 1 / 1188, -691 / 360360, 1 / 156, -3617 / 122400)
+    return sum(c / z ** (2 * k + 1) for k, c in enumerate(coefs))
+
+
+def _log_beta(a: float, b: float) -> float:
+    """log B(a, b); for a large argument the two big lgammas are differenced analytically."""
+    lo, hi = min(a, b), max(a, b)
+    if hi < 10.0:
+        return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    # lgamma(hi + lo) - lgamma(hi) by Stirling, free of the cancellation of ~hi*log(hi)
+    diff = (hi - 0.5) * math.log1p(lo / hi) + lo * math.log(hi + lo) - lo
+    return math.lgamma(lo) - diff - _stirling_tail(hi + lo) + _stirling_tail(hi)
+
+
+def _fmt(v: float) -> str:
+    s = repr(float(v))
+    return s[:-2] if s.endswith(".0") else s
+
+
+# ----------------------------------------------------------------------------- parametric
+
+class Distribution:
+    """A parametric input weight w, location-scale about `loc` with width `scale`.
+
+    Attributes
+    ----------
+    name : str
+        Canonical family name (a key of `DISTRIBUTIONS`).
+    params : dict[str, float]
+        Parameters in canonical order.
+    spec : str
+        Canonical spec string; ``parse_distribution(d.spec) == d``.
+    kinks : tuple of float
+        Ascending points where the pdf is not smooth.
+    support : tuple of float
+        ``(lo, hi)`` outside which the pdf is 0.
+    """
+
+    name = ""
+    _param_names: tuple[str, ...] = ()
+    _defaults: tuple[float, ...] = ()   # values of the trailing parameters when omitted
+    _kinks_std: tuple[float, ...] = ()
+
+    def __init__(self, *values: float):
+        names, required = self._param_names, len(self._param_names) - len(self._defaults)
+        if not required <= len(values) <= len(names):
+            count = str(required) if required == len(names) else f"{required} to {len(names)}"
+            raise FewbitError(f"{self.name}: expected {count} parameters ({', '.join(names)}), "
+                              f"got {len(values)}")
+        values = tuple(values) + self._defaults[len(values) - required:]
+        self.params = {}
+        for n, v in zip(names, values):
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise FewbitError(f"{self.name}: parameter {n} = {v!r} is not a number") from None
+            if not math.isfinite(v):
+                raise FewbitError(f"{self.name}: parameter {n} = {v} is not finite")
+            self.params[n] = v
+        self._check()
+
+    def _check(self) -> None:
+        if self.scale <= 0:
+            raise FewbitError(f"{self.name}: scale must be > 0, got {self.scale}")
+
+    @property
+    def loc(self) -> float:
+        return self.params["loc"]
+
+    @property
+    def scale(self) -> float:
+        return self.params["scale"]
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{','.join(_fmt(v) for v in self.params.values())}"
+
+    @property
+    def kinks(self) -> tuple[float, ...]:
+        return tuple(self.loc + self.scale * k for k in self._kinks_std)
+
+    @property
+    def support(self) -> tuple[float, float]:
+        return (-math.inf, math.inf)
+
+    def _z(self, x) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return (np.asarray(x, dtype=np.float64) - self.loc) / self.scale
+
+    def pdf(self, x) -> np.ndarray:
+        """Density at `x` (array-like), float64, 0 outside the support."""
+        with np.errstate(over="ignore", under="ignore"):
+            return self._pdf_std(self._z(x)) / self.scale
+
+    def cdf(self, x) -> np.ndarray:
+        """P(X <= x), relatively accurate in the left tail."""
+        with np.errstate(over="ignore", under="ignore"):
+            return self._cdf_std(self._z(x))
+
+    def sf(self, x) -> np.ndarray:
+        """P(X > x) = 1 - cdf(x), relatively accurate in the right tail."""
+        with np.errstate(over="ignore", under="ignore"):
+            return self._cdf_std(-self._z(x))   # every family is symmetric about loc
+
+    def quantile_range(self, tail: float) -> tuple[float, float]:
+        """``(lo, hi)`` with ``cdf(lo) = tail`` and ``sf(hi) = tail``, within the support.
+
+        Parameters
+        ----------
+        tail : float
+            Probability left out on each side, ``0 < tail < 0.5``.
+        """
+        if not 0.0 < tail < 0.5:
+            raise FewbitError(f"quantile_range: tail must be in (0, 0.5), got {tail}")
+        z = self._left_quantile_std(tail)
+        return self.loc + self.scale * z, self.loc - self.scale * z
+
+    def _left_quantile_std(self, tail: float) -> float:
+        """Bisection for z < 0 with cdf_std(z) = tail, to adjacent floats."""
+        cdf = lambda z: float(self._cdf_std(np.array([z]))[0])  # noqa: E731
+        lo, hi = -1.0, 0.0
+        while cdf(lo) > tail:
+            lo, hi = 2.0 * lo, lo
+            if lo == -math.inf:
+                return lo
+        for _ in range(2200):
+            mid = 0.5 * (lo + hi)
+            if mid == lo or mid == hi:
+                break
+            lo, hi = (lo, mid) if cdf(mid) > tail else (mid, hi)
+        return lo if abs(cdf(lo) - tail) <= abs(cdf(hi) - tail) else hi
+
+    def to_dict(self) -> dict:
+        """``{"name": ..., "params": {...}}``, JSON-ready."""
+        return {"name": self.name, "params": dict(self.params)}
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.params == other.params
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    def __repr__(self) -> str:
+        return f"Distribution({self.spec!r})"
+
+
+class Normal(Distribution):
+    name, _param_names, _defaults = "normal", ("mean", "std"), (0.0, 1.0)
+    loc = property(lambda self: self.params["mean"])
+    scale = property(lambda self: self.params["std"])
+
+    def _check(self):
+        if self.scale <= 0:
+            raise FewbitError(f"normal: std must be > 0, got {self.scale}")
+
+    def _pdf_std(self, z):
+        return np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+    def _cdf_std(self, z):
+        return 0.5 * _erfc(-z / math.sqrt(2.0))
+
+
+class Uniform(Distribution):
+    name, _param_names, _defaults = "uniform", ("a", "b"), (-1.0, 1.0)
+
+    def _check(self):
+        if not self.params["a"] < self.params["b"]:
+            raise FewbitError(f"uniform: need a < b, got a = {self.params['a']}, b = {self.params['b']}")
+        if not math.isfinite(self.params["b"] - self.params["a"]):
+            raise FewbitError("uniform: b - a overflows")
+
+    loc = property(lambda self: 0.5 * (self.params["a"] + self.params["b"]))
+    scale = property(lambda self: self.params["b"] - self.params["a"])
+    kinks = property(lambda self: (self.params["a"], self.params["b"]))
+    support = property(lambda self: (self.params["a"], self.params["b"]))
+
+    def pdf(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        a, b = self.support
+        return np.where((x >= a) & (x <= b), 1.0 / (b - a), 0.0)
+
+    # (x - a) / (b - a) directly: relative accuracy next to a, which loc/scale would lose
+    def cdf(self, x):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.clip((np.asarray(x, dtype=np.float64) - self.params["a"]) / self.scale, 0.0, 1.0)
+
+    def sf(self, x):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.clip((self.params["b"] - np.asarray(x, dtype=np.float64)) / self.scale, 0.0, 1.0)
+
+    def quantile_range(self, tail):
+        Distribution.quantile_range(self, tail)  # validates tail
+        a, b = self.support
+        return a + tail * (b - a), b - tail * (b - a)
+
+    def _left_quantile_std(self, tail):
+        return tail - 0.5
+
+
+class Laplace(Distribution):
+    name, _param_names, _defaults, _kinks_std = "laplace", ("loc", "scale"), (0.0, 1.0), (0.0,)
+
+    def _pdf_std(self, z):
+        return 0.5 * np.exp(-np.abs(z))
+
+    def _cdf_std(self, z):
+        e = 0.5 * np.exp(-np.abs(z))
+        return np.where(z < 0, e, 1.0 - e)
+
+    def _left_quantile_std(self, tail):
+        return math.log(2.0 * tail)
+
+
+class Logistic(Distribution):
+    name, _param_names, _defaults = "logistic", ("loc", "scale"), (0.0, 1.0)
+
+    def _pdf_std(self, z):
+        e = np.exp(-np.abs(z))
+        return e / (1.0 + e) ** 2
+
+    def _cdf_std(self, z):
+        e = np.exp(-np.abs(z))   # in (0, 1]: no overflow for any z
+        return np.where(z < 0, e / (1.0 + e), 1.0 / (1.0 + e))
+
+    def _left_quantile_std(self, tail):
+        return math.log(tail) - math.log1p(-tail)
+
+
+class StudentT(Distribution):
+    name, _param_names, _defaults = "student-t", ("df", "loc", "scale"), (0.0, 1.0)
+
+    def _check(self):
+        super()._check()
+        if self.params["df"] <= 0:
+            raise FewbitError(f"student-t: df must be > 0, got {self.params['df']}")
+        df = self.params["df"]
+        self._log_beta = _log_beta(0.5 * df, 0.5)
+        self._log_pdf0 = -0.5 * math.log(df) - self._log_beta
+
+    def _pdf_std(self, z):
+        df = self.params["df"]
+        az = np.abs(z)
+        small = az < 1e150
+        zs, zb = np.where(small, az, 1.0), np.where(small, 1.0, az)
+        # log1p(z^2 / df), as 2 log|z| - log df (+ a negligible log1p(df / z^2)) where z^2 overflows
+        l1 = np.where(small, np.log1p(zs * zs / df), 2.0 * np.log(zb) - math.log(df))
+        return np.exp(self._log_pdf0 - 0.5 * (df + 1.0) * l1)
+
+    def _cdf_std(self, z):
+        tail = _t_lower_tail(z, self.params["df"], self._log_beta)
+        return np.where(z <= 0, tail, 1.0 - tail)
+
+
+_FAMILIES = {cls.name: cls for cls in (Normal, Uniform, Laplace, Logistic, StudentT)}
+
+
+# ----------------------------------------------------------------------------- samples
+
+class Samples:
+    """An empirical input distribution; the objective is the exact mean over `values`.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        Sorted, finite, read-only float64 values.
+    params : dict
+        ``{"path": str, "count": int, "sha256": str}``; the digest is over ``values.tobytes()``.
+    spec : str
+        ``"samples:PATH"``.
+    """
+
+    name = "samples"
+
+    def __init__(self, values: np.ndarray, path: str):
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        values.setflags(write=False)
+        self.values = values
+        digest = hashlib.sha256(values.tobytes()).hexdigest()
+        self.params = {"path": path, "count": int(values.size), "sha256": digest}
+
+    @property
+    def spec(self) -> str:
+        return f"samples:{self.params['path']}"
+
+    def to_dict(self) -> dict:
+        """``{"name": "samples", "params": {"path", "count", "sha256"}}``."""
+        return {"name": self.name, "params": dict(self.params)}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Samples) and self.params["sha256"] == other.params["sha256"]
+
+    def __hash__(self) -> int:
+        return hash(self.params["sha256"])
+
+    def __repr__(self) -> str:
+        return f"Samples({self.params['path']!r}, count={self.values.size})"
+
+
+def _checked(values, source: str) -> np.ndarray:
+    """Flattened finite float64 values, sorted; FewbitError for anything unusable."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "fiu":
+        raise FewbitError(f"{source}: values must be numeric (int or float), got dtype {values.dtype}")
+    values = values.astype(np.float64).ravel()
+    n = values.size
+    if n == 0:
+        raise FewbitError(f"{source}: no values")
+    finite = np.isfinite(values)
+    k = n - int(finite.sum())
+    if k == n:
+        raise FewbitError(f"{source}: all {n} values are NaN or infinite")
+    if k:
+        warnings.warn(f"{source}: dropped {k} non-finite values of {n}", stacklevel=3)
+        values = values[finite]
+    values = np.sort(values)
+    if values[0] == values[-1]:
+        raise FewbitError(f"{source}: all values are equal ({values[0]!r}); need a spread")
+    return values
+
+
+def _read_text(path: str, csv: bool) -> np.ndarray:
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    values, header_ok = [], csv
+    for i, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            values.append(float(line))
+        except ValueError:
+            if header_ok and not values:
+                header_ok = False
+                continue
+            raise FewbitError(f"{path}: line {i} is not a number: {line[:40]!r}") from None
+        header_ok = False
+    return np.array(values, dtype=np.float64)
+
+
+def _read_npy(path: str) -> np.ndarray:
+    values = np.load(path, allow_pickle=False)
+    if not isinstance(values, np.ndarray):   # np.load also opens zip archives
+        raise FewbitError(f"{path}: not a .npy array file (an .npz archive?)")
+    return values
+
+
+def _read_npz(path: str, key: str | None) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as npz:
+        keys = list(npz.files)
+        if key is None and len(keys) != 1:
+            raise FewbitError(f"{path}: holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
+                              f"pick one with samples:{path}#KEY")
+        if key is not None and key not in keys:
+            raise FewbitError(f"{path}: no array {key!r}; it holds {', '.join(keys) or 'none'}")
+        return npz[keys[0] if key is None else key]
+
+
+def _read_torch(path: str) -> np.ndarray:
+    try:
+        import torch
+    except ImportError:
+        raise FewbitError(f"{path}: reading .pt/.pth files needs torch (pip install torch)") from None
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        tensors = [t for t in obj if isinstance(t, torch.Tensor)]
+        if len(tensors) != 1:
+            raise FewbitError(f"{path}: expected one tensor, found {len(tensors)}")
+        obj = tensors[0]
+    if not isinstance(obj, torch.Tensor):
+        raise FewbitError(f"{path}: expected a tensor, found {type(obj).__name__}")
+    if obj.dtype == torch.bool or obj.is_complex():
+        raise FewbitError(f"{path}: values must be numeric (int or float), got {obj.dtype}")
+    return obj.detach().to(torch.float64).numpy()
+
+
+def load_samples(path: str) -> np.ndarray:
+    """Read sample values from a file: sorted finite float64, non-finite ones dropped with a warning.
+
+    Parameters
+    ----------
+    path : str
+        ``.npy``, ``.npz`` (``file.npz#KEY`` picks an array), ``.pt``/``.pth`` (a tensor, or a
+        dict/list holding exactly one), ``.csv``/``.txt`` (one value a line, ``#`` comments; a
+        ``.csv`` may start with a header line). Any shape is flattened; no code in the file runs.
+
+    Raises
+    ------
+    FewbitError
+        Missing, unreadable or corrupt file, unknown extension, non-numeric values, no finite
+        values, or all values equal.
+    """
+    path = os.fspath(path)
+    file, key = path, None
+    if "#" in path and path.rsplit("#", 1)[0].lower().endswith(".npz"):
+        file, key = path.rsplit("#", 1)
+    ext = os.path.splitext(file)[1].lower()
+    if not os.path.exists(file):
+        raise FewbitError(f"{file}: no such file")
+    if os.path.isdir(file):
+        raise FewbitError(f"{file}: is a directory, not a samples file")
+    readers = {".npy": lambda: _read_npy(file), ".npz": lambda: _read_npz(file, key),
+               ".pt": lambda: _read_torch(file), ".pth": lambda: _read_torch(file),
+               ".csv": lambda: _read_text(file, csv=True), ".txt": lambda: _read_text(file, csv=False)}
+    if ext not in readers:
+        raise FewbitError(f"{file}: unknown samples extension {ext or '(none)'!r}; "
+                          f"use one of {', '.join(readers)}")
+    try:
+        values = readers[ext]()
+    except FewbitError:
+        raise
+    except Exception as exc:  # corrupt or unreadable: report, never a traceback
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise FewbitError(f"{file}: cannot read {ext} file: {detail}") from None
+    return _checked(values, path)
+
+
+def samples_from_array(values, *, source: str = "array") -> Samples:
+    """A `Samples` from an array-like, with the same checks as `load_samples`.
+
+    Parameters
+    ----------
+    values : array-like
+        Numeric values of any shape.
+    source : str
+        Name used in `params["path"]` and in messages.
+    """
+    return Samples(_checked(values, source), source)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def parse_distribution(spec: str) -> Distribution | Samples:
+    """Parse ``"NAME[:P1,P2,...]"`` or ``"samples:PATH"`` (see `DISTRIBUTIONS`).
+
+    Raises
+    ------
+    FewbitError
+        Unknown name, wrong parameter count, non-numeric or invalid parameters, unreadable samples.
+    """
+    if not isinstance(spec, str):
+        raise FewbitError(f"distribution spec must be a string, got {type(spec).__name__}")
+    head, _, rest = spec.strip().partition(":")
+    name = head.strip().lower()
+    name = _ALIASES.get(name, name)
+    if name == "samples":
+        path = rest.strip()
+        if not path:
+            raise FewbitError("samples: missing path (use samples:PATH)")
+        return Samples(load_samples(path), path)
+    if name not in _FAMILIES:
+        known = sorted(set(DISTRIBUTIONS) | set(_ALIASES))
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise FewbitError(f"unknown distribution {head.strip()!r}{hint} (known: {', '.join(DISTRIBUTIONS)})")
+    values = [v.strip() for v in rest.split(",")] if rest.strip() else []
+    if any(v == "" for v in values):
+        raise FewbitError(f"{name}: empty parameter in {spec.strip()!r}")
+    return _FAMILIES[name](*values)

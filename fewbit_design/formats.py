@@ -1,0 +1,503 @@
+"""Table files: the canonical JSON and the same content as YAML, NPZ, CSV and a C/CUDA header.
+
+Every format round-trips a Table bit-exactly (floats are written as Python's shortest
+round-trip ``repr``, or stored as raw float64 in NPZ). Every reader validates through
+``Table.from_dict`` and fails with a one-line FewbitError naming the file and the field.
+Writes are atomic (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import zipfile
+
+import numpy as np
+
+from .errors import FewbitError
+from .io import atomic_write
+from .table import Table
+
+FORMATS = ("json", "yaml", "npz", "csv", "h")
+EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".npz": "npz",
+              ".csv": "csv", ".h": "h", ".cuh": "h"}
+ARRAYS = ("boundaries", "codes", "levels")
+
+
+def format_from_path(path: str | os.PathLike) -> str:
+    """The format named by a file's extension (.json .yaml/.yml .npz .csv .h/.cuh)."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in EXTENSIONS:
+        raise FewbitError(f"{os.fspath(path)}: cannot tell the table format from the extension "
+                          f"{ext or '(none)'!r}; name one of {', '.join(FORMATS)}")
+    return EXTENSIONS[ext]
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise FewbitError(f"unknown table format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def dumps(table: Table, fmt: str, *, c_name: str | None = None) -> bytes:
+    """Serialise `table` in format `fmt`. `c_name` sets the C identifier prefix (format "h")."""
+    _check_format(fmt)
+    if fmt == "json":
+        return _dump_json(table.to_dict()).encode()
+    if fmt == "yaml":
+        return _dump_yaml(table.to_dict()).encode()
+    if fmt == "npz":
+        return _dump_npz(table.to_dict())
+    if fmt == "csv":
+        return _dump_csv(table.to_dict()).encode()
+    return _dump_header(table, c_name or _c_name_for(table)).encode()
+
+
+def loads(data: bytes, fmt: str, *, source: str = "table") -> Table:
+    """Parse and validate a table; raise FewbitError naming `source` and the field."""
+    _check_format(fmt)
+    try:
+        if fmt == "npz":
+            d = _load_npz(data, source)
+        else:
+            text = _decode(data, source)
+            d = {"json": _load_json, "yaml": _load_yaml, "csv": _load_csv, "h": _load_header}[fmt](text, source)
+        _check_solver(d, source)
+        return Table.from_dict(d, source=source)
+    except FewbitError:
+        raise
+    except (ValueError, TypeError, OverflowError, KeyError, IndexError, RecursionError) as e:
+        # A safety net: malformed content that slipped past the field checks.
+        raise FewbitError(f"{source}: malformed {fmt} table ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def write_table(table: Table, path: str | os.PathLike, fmt: str | None = None) -> str:
+    """Write `table` to `path` atomically; the format comes from the extension unless given."""
+    path = os.fspath(path)
+    fmt = _check_format(fmt) if fmt else format_from_path(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    atomic_write(path, dumps(table, fmt, c_name=_c_identifier(f"fewbit_{stem}")))
+    return path
+
+
+def read_table(path: str | os.PathLike, fmt: str | None = None) -> Table:
+    """Read and validate a table file; the format comes from the extension unless given."""
+    path = os.fspath(path)
+    fmt = _check_format(fmt) if fmt else format_from_path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise FewbitError(f"{path}: cannot read ({e.strerror or e})") from None
+    return loads(data, fmt, source=path)
+
+
+# -- helpers shared by the readers ---------------------------------------------------
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def _decode(data: bytes, source: str) -> str:
+    if not isinstance(data, (bytes, bytearray)):
+        raise FewbitError(f"{source}: expected bytes, got {type(data).__name__}")
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FewbitError(f"{source}: not UTF-8 text (byte {e.start})") from None
+
+
+def _check_solver(d, source: str) -> None:
+    """The solver block is free-form but must stay plain, finite JSON."""
+    if not isinstance(d, dict) or "solver" not in d:
+        return
+
+    def walk(v, where):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise FewbitError(f"{source}: field '{where}' has a non-string key {k!r}")
+                walk(x, f"{where}.{k}")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise FewbitError(f"{source}: field '{where}' must be finite, got {v!r}")
+        elif not (v is None or isinstance(v, (str, int, bool))):
+            raise FewbitError(f"{source}: field '{where}' must be plain JSON, got {type(v).__name__}")
+
+    walk(d["solver"], "solver")
+
+
+# -- JSON: the canonical form, one top-level key per line -----------------------------
+
+def _dump_json(d: dict) -> str:
+    body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, allow_nan=False)}" for k, v in d.items())
+    return "{\n" + body + "\n}\n"
+
+
+def _load_json(text: str, source: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FewbitError(f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+
+
+# -- YAML: the same mapping; PyYAML writes floats as repr (bit-exact) -----------------
+
+def _yaml():
+    import yaml
+    return yaml
+
+
+def _dump_yaml(d: dict) -> str:
+    yaml = _yaml()
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(d, Dumper=dumper, sort_keys=False, default_flow_style=None, width=100)
+
+
+def _load_yaml(text: str, source: str):
+    yaml = _yaml()
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(text, Loader=loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise FewbitError(f"{source}: not valid YAML ({problem}{where})") from None
+
+
+# -- NPZ: raw float64/int64 arrays plus the rest of the mapping as a JSON string -----
+
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)   # fixed, so the same table gives the same bytes
+
+
+def _dump_npz(d: dict) -> bytes:
+    meta = {k: v for k, v in d.items() if k not in ARRAYS}
+    arrays = {"boundaries": np.asarray(d["boundaries"], dtype=np.float64),
+              "codes": np.asarray(d["codes"], dtype=np.int64),
+              "levels": np.asarray(d["levels"], dtype=np.float64),
+              "meta": np.array(json.dumps(meta, allow_nan=False))}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, arr, allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE), member.getvalue())
+    return buf.getvalue()
+
+
+def _load_npz(data: bytes, source: str) -> dict:
+    try:
+        npz = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+    except Exception as e:   # numpy raises many types on garbage: ValueError, BadZipFile, EOFError, OSError
+        raise FewbitError(f"{source}: not a valid NPZ file ({_one_line(e) or type(e).__name__})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise FewbitError(f"{source}: not a valid NPZ file (a single array, not an archive)")
+    with npz:
+        missing = [k for k in ("meta", *ARRAYS) if k not in npz.files]
+        if missing:
+            raise FewbitError(f"{source}: missing field '{missing[0]}'")
+        out = {}
+        for key in ("meta", *ARRAYS):
+            try:
+                out[key] = npz[key]
+            except Exception as e:
+                raise FewbitError(f"{source}: field '{key}' is unreadable ({_one_line(e) or type(e).__name__})") from None
+    meta = out.pop("meta")
+    if meta.dtype.kind != "U" or meta.ndim != 0:
+        raise FewbitError(f"{source}: field 'meta' must be a JSON string")
+    try:
+        d = json.loads(str(meta))
+    except json.JSONDecodeError as e:
+        raise FewbitError(f"{source}: field 'meta' is not valid JSON ({e.msg})") from None
+    if not isinstance(d, dict):
+        raise FewbitError(f"{source}: field 'meta' must be a JSON mapping")
+    d.update(out)
+    return d
+
+
+# -- CSV: '# key: value' metadata, then the intervals, then the levels ----------------
+#
+#   # format: fewbit-table
+#   # version: 1
+#   # activation: gelu
+#   # activation.params: {}
+#   ...
+#   interval,lower,upper,code        one row per interval; lower/upper are the boundaries
+#   0,-inf,-1.25,0                   (x is in the interval when lower <= x < upper)
+#   ...
+#                                    (blank line)
+#   code,level
+#   0,-0.0833
+#   ...
+
+_CSV_TEXT_KEYS = ("format", "activation", "distribution", "partition")
+_CSV_KEYS = ("format", "version", "activation", "activation.params", "bits", "distribution",
+             "distribution.params", "partition", "error.mse", "error.relative", "solver")
+_INTERVAL_HEADER = ["interval", "lower", "upper", "code"]
+_LEVEL_HEADER = ["code", "level"]
+
+
+def _csv_text(s: str) -> str:
+    plain = s == s.strip() and s.isprintable() and not s.startswith('"') and s != ""
+    return s if plain else json.dumps(s)
+
+
+def _dump_csv(d: dict) -> str:
+    flat = {"format": d["format"], "version": d["version"],
+            "activation": d["activation"]["name"], "activation.params": d["activation"]["params"],
+            "bits": d["bits"],
+            "distribution": d["distribution"]["name"], "distribution.params": d["distribution"]["params"],
+            "partition": d["partition"],
+            "error.mse": d["error"]["mse"], "error.relative": d["error"]["relative"],
+            "solver": d["solver"]}
+    lines = [f"# {k}: {_csv_text(v) if k in _CSV_TEXT_KEYS else json.dumps(v, allow_nan=False)}"
+             for k, v in flat.items()]
+    b = d["boundaries"]
+    edges = [-math.inf, *b, math.inf]
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(_INTERVAL_HEADER)
+    for i, c in enumerate(d["codes"]):
+        w.writerow([i, repr(float(edges[i])), repr(float(edges[i + 1])), c])
+    w.writerow([])
+    w.writerow(_LEVEL_HEADER)
+    for i, v in enumerate(d["levels"]):
+        w.writerow([i, repr(float(v))])
+    return "\n".join(lines) + "\n" + out.getvalue()
+
+
+def _parse_float(tok: str, where: str) -> float:
+    try:
+        return float(tok)
+    except ValueError:
+        raise FewbitError(f"{where} is not a number: {tok[:40]!r}") from None
+
+
+def _parse_int(tok: str, where: str) -> int:
+    if not re.fullmatch(r"[+-]?\d{1,18}", tok.strip()):
+        raise FewbitError(f"{where} is not an integer: {tok[:40]!r}")
+    return int(tok)
+
+
+def _load_csv(text: str, source: str) -> dict:
+    meta, rows = {}, []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.startswith("#"):
+            key, sep, value = line[1:].strip().partition(":")
+            key, value = key.strip(), value.strip()
+            if not sep or key not in _CSV_KEYS:
+                raise FewbitError(f"{source}: line {n}: unknown metadata line {line[:60]!r}")
+            if key in meta:
+                raise FewbitError(f"{source}: field '{key}' is given twice")
+            try:
+                if key in _CSV_TEXT_KEYS and not value.startswith('"'):
+                    meta[key] = value
+                else:
+                    meta[key] = json.loads(value)
+            except json.JSONDecodeError as e:
+                raise FewbitError(f"{source}: field '{key}' is not valid JSON ({e.msg})") from None
+        else:
+            rows.append((n, line))
+    for key in _CSV_KEYS:
+        if key not in meta:
+            raise FewbitError(f"{source}: missing field '{key}'")
+    # sections: the intervals, a blank line, the levels
+    sections, cur = [], []
+    for n, line in rows:
+        if line.strip() == "":
+            if cur:
+                sections.append(cur)
+                cur = []
+        else:
+            cur.append((n, next(csv.reader([line]))))
+    if cur:
+        sections.append(cur)
+    if len(sections) != 2:
+        raise FewbitError(f"{source}: expected two sections (intervals, levels), found {len(sections)}")
+    intervals, levels = sections
+    for sec, header, name in ((intervals, _INTERVAL_HEADER, "intervals"), (levels, _LEVEL_HEADER, "levels")):
+        if sec[0][1] != header:
+            raise FewbitError(f"{source}: line {sec[0][0]}: the {name} section must start with "
+                              f"'{','.join(header)}'")
+        for i, (n, row) in enumerate(sec[1:]):
+            if len(row) != len(header):
+                raise FewbitError(f"{source}: line {n}: expected {len(header)} columns, got {len(row)}")
+            if _parse_int(row[0], f"{source}: line {n}: column '{header[0]}'") != i:
+                raise FewbitError(f"{source}: line {n}: column '{header[0]}' should be {i}")
+    lowers = [_parse_float(r[1], f"{source}: line {n}: field 'boundaries'") for n, r in intervals[1:]]
+    uppers = [_parse_float(r[2], f"{source}: line {n}: field 'boundaries'") for n, r in intervals[1:]]
+    if not lowers or lowers[0] != -math.inf or uppers[-1] != math.inf:
+        raise FewbitError(f"{source}: field 'boundaries': the first interval must start at -inf "
+                          f"and the last end at inf")
+    for i in range(len(lowers) - 1):
+        if uppers[i] != lowers[i + 1] and not (math.isnan(uppers[i]) and math.isnan(lowers[i + 1])):
+            raise FewbitError(f"{source}: line {intervals[i + 2][0]}: field 'boundaries': "
+                              f"interval {i + 1} must start where interval {i} ends")
+    return {"format": meta["format"], "version": meta["version"],
+            "activation": {"name": meta["activation"], "params": meta["activation.params"]},
+            "bits": meta["bits"],
+            "distribution": {"name": meta["distribution"], "params": meta["distribution.params"]},
+            "partition": meta["partition"],
+            "boundaries": uppers[:-1],
+            "codes": [_parse_int(r[3], f"{source}: line {n}: field 'codes'") for n, r in intervals[1:]],
+            "levels": [_parse_float(r[1], f"{source}: line {n}: field 'levels'") for n, r in levels[1:]],
+            "error": {"mse": meta["error.mse"], "relative": meta["error.relative"]},
+            "solver": meta["solver"]}
+
+
+# -- C/CUDA header: static const arrays, a lookup function, the metadata as JSON ------
+
+_HEADER_TEMPLATE = """\
+/* fewbit table: {title}
+ * relative error {rel:.6g} (mse {mse:.6g}); generated by fewbit-design{version}.
+ *
+ * q(x) = {p}_levels[{p}_codes[i]] where i = the number of boundaries <= x.
+ * In CUDA code (__CUDACC__) the arrays are __device__ and the functions device-only;
+ * define FEWBIT_STORAGE and FEWBIT_FN before including to choose otherwise.
+ *
+ * fewbit-table-json: {meta}
+ */
+#ifndef {guard}
+#define {guard}
+
+#ifndef FEWBIT_STORAGE
+#ifdef __CUDACC__
+#define FEWBIT_STORAGE static __device__ const
+#else
+#define FEWBIT_STORAGE static const
+#endif
+#endif
+#ifndef FEWBIT_FN
+#ifdef __CUDACC__
+#define FEWBIT_FN static __device__ __forceinline__
+#else
+#define FEWBIT_FN static inline
+#endif
+#endif
+
+#define {P}_BITS {bits}
+#define {P}_N_BOUNDARIES {nb}
+#define {P}_N_INTERVALS {ni}
+#define {P}_N_LEVELS {nl}
+
+{boundaries_decl}
+FEWBIT_STORAGE unsigned char {p}_codes[{ni}] = {{{codes}}};
+FEWBIT_STORAGE double {p}_levels[{nl}] = {{{levels}}};
+
+/* Interval of x: the number of boundaries <= x (NaN goes to the last interval). */
+FEWBIT_FN int {p}_interval(double x) {{
+{interval_body}
+}}
+
+/* The {bits}-bit code stored for x. */
+FEWBIT_FN unsigned char {p}_code(double x) {{ return {p}_codes[{p}_interval(x)]; }}
+
+/* The derivative value q(x) used by the backward pass. */
+FEWBIT_FN double {p}_level(double x) {{ return {p}_levels[{p}_code(x)]; }}
+
+#endif /* {guard} */
+"""
+
+_SEARCH = """\
+    int lo = 0, hi = {nb};  /* invariant: boundaries[0..lo) <= x < boundaries[hi..{nb}) */
+    if (x != x) return {nb};
+    while (lo < hi) {{
+        int mid = (lo + hi) / 2;
+        if ({p}_boundaries[mid] <= x) lo = mid + 1; else hi = mid;
+    }}
+    return lo;"""
+
+
+def _c_identifier(s: str) -> str:
+    s = re.sub(r"[^0-9A-Za-z_]", "_", s)
+    return s if not s[:1].isdigit() else f"_{s}"
+
+
+def _c_name_for(table: Table) -> str:
+    return _c_identifier(f"fewbit_{table.activation}_{table.bits}bit_{table.distribution}")
+
+
+def _c_list(values, per_line: int) -> str:
+    items = list(values)
+    if len(items) <= per_line:
+        return ", ".join(items)
+    chunks = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+    return "\n    " + ",\n    ".join(chunks) + "\n"
+
+
+def _dump_header(table: Table, prefix: str) -> str:
+    d = table.to_dict()
+    meta = {k: v for k, v in d.items() if k not in ARRAYS}
+    # '/' only occurs inside JSON strings, where '\/' is a valid escape: no '*/' can close the comment
+    meta_json = json.dumps(meta, allow_nan=False, ensure_ascii=True).replace("/", "\\/")
+    nb, ni, nl = table.boundaries.size, table.codes.size, table.levels.size
+    p = prefix
+    if nb:
+        boundaries_decl = (f"FEWBIT_STORAGE double {p}_boundaries[{nb}] = "
+                           f"{{{_c_list((repr(float(v)) for v in table.boundaries), 4)}}};")
+        interval_body = _SEARCH.format(nb=nb, p=p)
+    else:
+        boundaries_decl = f"/* {p}_boundaries: none (one interval) */"
+        interval_body = "    (void)x;\n    return 0;"
+    params = ", ".join(f"{k}={v}" for k, v in table.params.items())
+    dparams = ", ".join(f"{k}={v}" for k, v in table.dist_params.items())
+    title = (f"{table.activation}({params}), {table.bits} bits, {table.distribution}({dparams}), "
+             f"{table.partition} partition").replace("*/", "* /")
+    from . import __version__ as version
+    return _HEADER_TEMPLATE.format(
+        title=title, rel=table.relative_error, mse=table.mse,
+        version=f" {version}",
+        meta=meta_json, guard=f"{p.upper()}_H_", p=p, P=p.upper(), bits=table.bits,
+        nb=nb, ni=ni, nl=nl, boundaries_decl=boundaries_decl, interval_body=interval_body,
+        codes=_c_list((str(int(c)) for c in table.codes), 16),
+        levels=_c_list((repr(float(v)) for v in table.levels), 4))
+
+
+_C_ARRAY = re.compile(r"FEWBIT_STORAGE\s+(?:double|unsigned char)\s+(\w+?)_(boundaries|codes|levels)"
+                      r"\s*\[\s*(\d+)\s*\]\s*=\s*\{([^}]*)\}\s*;")
+_C_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _load_header(text: str, source: str) -> dict:
+    m = re.search(r"fewbit-table-json: (.*)", text)
+    if not m:
+        raise FewbitError(f"{source}: not a fewbit table header (no 'fewbit-table-json:' metadata line)")
+    try:
+        d = json.loads(m.group(1))
+    except json.JSONDecodeError as e:
+        raise FewbitError(f"{source}: the metadata line is not valid JSON ({e.msg})") from None
+    if not isinstance(d, dict):
+        raise FewbitError(f"{source}: the metadata line must be a JSON mapping")
+    found = {}
+    for am in _C_ARRAY.finditer(text):
+        key, size, body = am.group(2), int(am.group(3)), am.group(4)
+        if key in found:
+            raise FewbitError(f"{source}: field '{key}' is declared twice")
+        toks = [t.strip() for t in body.split(",")]
+        toks = toks[:-1] if toks and toks[-1] == "" else toks
+        if len(toks) != size:
+            raise FewbitError(f"{source}: field '{key}' declares {size} values but lists {len(toks)}")
+        vals = []
+        for i, t in enumerate(toks):
+            if key == "codes":
+                vals.append(_parse_int(t, f"{source}: field 'codes[{i}]'"))
+            elif _C_FLOAT.fullmatch(t):
+                vals.append(float(t))
+            else:
+                raise FewbitError(f"{source}: field '{key}[{i}]' is not a decimal number: {t[:40]!r}")
+        found[key] = vals
+    if "boundaries" not in found and re.search(r"_boundaries: none \(one interval\)", text):
+        found["boundaries"] = []
+    for key in ARRAYS:
+        if key not in found:
+            raise FewbitError(f"{source}: missing field '{key}' (no array declaration found)")
+    d.update(found)
+    return d

@@ -1,0 +1,140 @@
+"""Few-bit activations: exact forward, b-bit saved codes, table backward.
+
+forward:  y = f(x) with torch's own op;  code = codes[interval(x)] packed to b bits (saved)
+backward: grad_x = (grad_y.float() * levels[code]).to(x.dtype)
+
+Special inputs follow the table's interval convention (number of boundaries <= x):
+-inf gets the first interval's level, +inf and NaN the last interval's level, so their
+gradient is grad_y * level (finite for a finite grad_y; torch autograd usually gives NaN
+for a NaN input).
+
+Autocast: forward runs under the caller's autocast state, so f(x) has exactly the dtype
+that the torch op has there (e.g. CUDA autocast runs softplus in float32); the gradient
+is returned in the dtype of x. Levels are applied in float32 for every input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..table import Table
+from .packing import pack_codes, unpack_codes
+from .tables import table_constants
+
+__all__ = ["fewbit_activation", "torch_activation", "TORCH_FORWARD"]
+
+_QUICK_GELU_K = 1.702
+
+
+def _squared_relu(x):
+    return torch.square(F.relu(x))
+
+
+# registry name -> f(x, **params) with torch's own ops (bit for bit what torch.nn computes)
+TORCH_FORWARD = {
+    "relu": lambda x: F.relu(x),
+    "leaky_relu": lambda x, negative_slope: F.leaky_relu(x, negative_slope),
+    "elu": lambda x, alpha: F.elu(x, alpha),
+    "celu": lambda x, alpha: F.celu(x, alpha),
+    "selu": lambda x: F.selu(x),
+    "gelu": lambda x: F.gelu(x),
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": lambda x: F.silu(x),
+    "mish": lambda x: F.mish(x),
+    "softplus": lambda x, beta, threshold: F.softplus(x, beta, threshold),
+    "sigmoid": lambda x: torch.sigmoid(x),
+    "tanh": lambda x: torch.tanh(x),
+    "hardtanh": lambda x, min_val, max_val: F.hardtanh(x, min_val, max_val),
+    "hardsigmoid": lambda x: F.hardsigmoid(x),
+    "hardswish": lambda x: F.hardswish(x),
+    "relu6": lambda x: F.relu6(x),
+    "softsign": lambda x: F.softsign(x),
+    "logsigmoid": lambda x: F.logsigmoid(x),
+    "tanhshrink": lambda x: F.tanhshrink(x),
+    "quick_gelu": lambda x: x * torch.sigmoid(_QUICK_GELU_K * x),
+    "squared_relu": _squared_relu,
+}
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def torch_activation(name: str, x: torch.Tensor, params: dict | None = None) -> torch.Tensor:
+    """f(x) for a registry activation, computed with torch's own op (the native reference)."""
+    fn = TORCH_FORWARD.get(name)
+    if fn is None:
+        raise ValueError(f"activation {name!r} has no torch implementation in fewbit_design.torch")
+    return fn(x, **(params or {}))
+
+
+def _encode(x: torch.Tensor, bounds32, bounds64, code_map) -> torch.Tensor:
+    """(n,) uint8 code of each element of x (row-major), per the table's intervals."""
+    flat = x.reshape(-1)
+    if flat.dtype == torch.float64:
+        bounds = bounds64
+    else:
+        # fp16/bf16 -> fp32 is exact; bounds32 are rounded up so x >= b32 <=> x >= b
+        flat, bounds = flat.float(), bounds32
+    if bounds.numel() == 0:
+        return torch.zeros(flat.shape, dtype=torch.uint8, device=x.device)
+    # number of boundaries <= x; NaN compares false everywhere and lands last (upper bound)
+    interval = torch.searchsorted(bounds, flat, right=True, out_int32=True)
+    if code_map is None:
+        return interval.to(torch.uint8)
+    return code_map[interval]
+
+
+class FewbitFunction(torch.autograd.Function):
+    """y = f(x) exactly; saves only the packed b-bit codes; grad_x = grad_y * levels[code]."""
+
+    @staticmethod
+    def forward(ctx, x, bounds32, bounds64, code_map, levels, name, params, bits):
+        y = TORCH_FORWARD[name](x, **params)
+        packed = pack_codes(_encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
+        ctx.save_for_backward(packed)
+        ctx.levels = levels  # cached per device, shared by every call: not saved per call
+        ctx.bits, ctx.shape, ctx.dtype = bits, x.shape, x.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (packed,) = ctx.saved_tensors
+        n = grad_y.numel()
+        codes = unpack_codes(packed, ctx.bits, n)                      # (n,) uint8
+        scale = ctx.levels[codes.long()].view(ctx.shape)               # float32, x's shape
+        grad_x = (grad_y.float() * scale).to(ctx.dtype)
+        return grad_x, None, None, None, None, None, None, None
+
+
+def _apply(x: torch.Tensor, table: Table, name: str, params: dict) -> torch.Tensor:
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return TORCH_FORWARD[name](x, **params)
+    c = table_constants(table, x.device)
+    return FewbitFunction.apply(x, c.bounds32, c.bounds64, c.code_map, c.levels, name, params, c.bits)
+
+
+def fewbit_activation(x: torch.Tensor, table: Table) -> torch.Tensor:
+    """Apply the table's activation with a few-bit backward.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        float16, bfloat16, float32 or float64 input of any shape and strides.
+    table : Table
+        The activation (name and parameters) and its b-bit derivative table.
+
+    Returns
+    -------
+    torch.Tensor
+        f(x), bit for bit what the torch op returns. When x needs a gradient, only
+        ceil(n / 8) * b bytes of codes are kept for backward, which returns
+        grad_y * q(x) with q(x) = table.q(x) in float32, cast to x's dtype.
+        NaN and +inf inputs take the last interval's level, -inf the first.
+    """
+    if not isinstance(table, Table):
+        raise TypeError(f"table must be a fewbit_design Table, got {type(table).__name__}")
+    if table.activation not in TORCH_FORWARD:
+        raise ValueError(f"activation {table.activation!r} has no torch implementation in fewbit_design.torch")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"fewbit activations take a floating tensor, got {x.dtype}")
+    return _apply(x, table, table.activation, dict(table.params))

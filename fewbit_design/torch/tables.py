@@ -1,0 +1,164 @@
+"""Tables for the runtime: default tables, table files, matching checks, device constants."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from ..activations import get_activation
+from ..errors import FewbitError
+from ..table import Table
+
+__all__ = ["default_table", "load_table", "resolve_table", "check_table", "table_constants",
+           "DEFAULT_BITS", "DEFAULT_DISTRIBUTION"]
+
+DEFAULT_BITS = 3
+DEFAULT_DISTRIBUTION = "normal:0,1"
+
+
+def canonical_params(activation: str, params: dict | None = None) -> dict:
+    """The activation's parameters with the registry defaults filled in (floats)."""
+    return dict(get_activation(activation, params or {}).params)
+
+
+def load_table(source) -> Table:
+    """A Table from a Table (returned as is) or a path to a table file.
+
+    Uses ``fewbit_design.formats.read_table`` when present (every format it knows),
+    else reads the canonical JSON form.
+    """
+    if isinstance(source, Table):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise FewbitError(f"table must be a Table or a path to a table file, got {type(source).__name__}")
+    path = os.fspath(source)
+    try:
+        from ..formats import read_table
+    except ImportError:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError) as e:
+            raise FewbitError(f"{path}: cannot read table ({e})") from None
+        return Table.from_dict(data, source=path)
+    return read_table(path)
+
+
+@functools.lru_cache(maxsize=None)
+def _default_table(activation: str, bits: int, params: tuple) -> Table:
+    p = dict(params)
+    try:
+        from ..shipped import shipped_table
+    except ImportError:
+        shipped_table = None
+    if shipped_table is not None:
+        table = shipped_table(activation, bits, params=p, distribution=DEFAULT_DISTRIBUTION)
+        if isinstance(table, Table):
+            return table
+    from ..design import design
+    return design(activation, bits, distribution=DEFAULT_DISTRIBUTION, params=p)
+
+
+def default_table(activation: str, bits: int = DEFAULT_BITS, params: dict | None = None) -> Table:
+    """The default table for an activation: shipped if there is one, else designed once.
+
+    Parameters
+    ----------
+    activation : str
+        Registry name.
+    bits : int
+        Code width in 1..8.
+    params : dict, optional
+        Activation parameters; defaults filled in.
+
+    Returns
+    -------
+    Table
+        For the standard normal input distribution; cached in-process.
+    """
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+        raise FewbitError(f"bits must be an integer in 1..8, got {bits!r}")
+    p = canonical_params(activation, params)
+    return _default_table(get_activation(activation).name, int(bits), tuple(sorted(p.items())))
+
+
+def check_table(table: Table, activation: str, params: dict | None = None) -> None:
+    """Refuse a table made for another activation or other parameter values."""
+    want = get_activation(activation, params or {})
+    if table.activation != want.name:
+        raise FewbitError(f"table is for activation {table.activation!r}, not {want.name!r}")
+    have = canonical_params(table.activation, table.params)
+    if have != want.params:
+        raise FewbitError(f"table for {table.activation!r} has parameters {have}, "
+                          f"the activation has {want.params}")
+
+
+def resolve_table(activation: str, params: dict | None, bits: int | None, table) -> Table:
+    """The table a module uses: `table` (checked against the activation) or the default one."""
+    if table is None:
+        return default_table(activation, DEFAULT_BITS if bits is None else bits, params)
+    table = load_table(table)
+    check_table(table, activation, params)
+    if bits is not None and bits != table.bits:
+        raise FewbitError(f"bits={bits} disagrees with the table's bits={table.bits}")
+    return table
+
+
+def _round_up_f32(b: np.ndarray) -> np.ndarray:
+    # smallest float32 >= b, so that (x >= b) == (x >= b32) for every float32 x
+    b32 = b.astype(np.float32)
+    low = b32.astype(np.float64) < b
+    b32[low] = np.nextafter(b32[low], np.float32(np.inf))
+    return b32
+
+
+class TableConstants:
+    """A table's small tensors on one device; shared by every call, never saved per call.
+
+    Attributes
+    ----------
+    bits : int
+    bounds32 : (m-1,) float32, boundaries rounded up to float32 (compare float32 x).
+    bounds64 : (m-1,) float64, the exact boundaries (compare float64 x).
+    code_map : (m,) uint8 interval -> code, or None for a contiguous table (code = interval).
+    levels : (L,) float32 code -> derivative value.
+    """
+
+    def __init__(self, table: Table, device: torch.device):
+        self.bits = int(table.bits)
+        self.bounds32 = torch.from_numpy(_round_up_f32(table.boundaries)).to(device)
+        self.bounds64 = torch.from_numpy(table.boundaries.copy()).to(device)
+        contiguous = np.array_equal(table.codes, np.arange(table.codes.size))
+        self.code_map = None if contiguous else torch.from_numpy(table.codes.astype(np.uint8)).to(device)
+        self.levels = torch.from_numpy(table.levels.astype(np.float32)).to(device)
+
+
+class _PerTable:
+    def __init__(self, table: Table):
+        self.table = table  # keeps id(table) valid while cached
+        self.devices: dict = {}
+
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 512
+
+
+def table_constants(table: Table, device) -> TableConstants:
+    """The cached TableConstants of `table` on `device` (LRU over tables)."""
+    device = torch.device(device)
+    entry = _CACHE.get(id(table))
+    if entry is None or entry.table is not table:
+        entry = _CACHE[id(table)] = _PerTable(table)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(id(table))
+    consts = entry.devices.get(device)
+    if consts is None:
+        consts = entry.devices[device] = TableConstants(table, device)
+    return consts
