@@ -15,7 +15,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-import numba
 import numpy as np
 
 from .errors import FewbitError
@@ -30,10 +29,20 @@ _QUICK_GELU_K = 1.702
 
 # ---------------------------------------------------------------- stable elementwise pieces
 
-@numba.vectorize(["float64(float64)"], cache=True)
-def _ndtr(x):
-    # Φ(x) = erfc(-x/√2)/2: no cancellation in either tail
+def _ndtr_scalar(x):
+    # Φ(x) = erfc(−x/√2)/2: no cancellation in either tail
     return 0.5 * math.erfc(-x * 0.7071067811865476)
+
+
+@functools.cache
+def _ndtr_ufunc():
+    import numba  # deferred: numba's start-up is paid when GELU is first evaluated, not on import
+
+    return numba.vectorize(["float64(float64)"], cache=True)(_ndtr_scalar)
+
+
+def _ndtr(x):
+    return _ndtr_ufunc()(x)
 
 
 def _normal_pdf(x):
@@ -275,7 +284,8 @@ def _custom_activation(name: str, params: Mapping[str, float] | None) -> Activat
         raise FewbitError(f"custom activation {name!r} must be module:function or module:function:derivative")
     if params:
         raise FewbitError(f"custom activation {name!r} takes no parameters (got {', '.join(params)})")
-    module_name, *attrs = (p.strip() for p in parts)
+    module_name, *attrs = parts = [p.strip() for p in parts]
+    name = ":".join(parts)
     cwd = os.getcwd()
     sys.path.insert(0, cwd)
     try:
@@ -326,7 +336,8 @@ def _resolve_params(spec: ActivationSpec, params: Mapping[str, float] | None) ->
         values[key] = number
     problem = spec._check(**values)
     if problem:
-        raise FewbitError(f"activation {spec.name!r}: {problem} (got {values})")
+        got = ", ".join(f"{k}={v:g}" for k, v in values.items())
+        raise FewbitError(f"activation {spec.name!r}: {problem} (got {got})")
     return values
 
 
@@ -359,7 +370,7 @@ def get_activation(name: str, params: Mapping[str, float] | None = None) -> Acti
     key = name.strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in REGISTRY:
-        close = difflib.get_close_matches(key, [*REGISTRY, *_ALIASES], n=3)
+        close = difflib.get_close_matches(key, [*REGISTRY, *_ALIASES], n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise FewbitError(f"unknown activation {name!r}{hint} (fewbit-design list shows all)")
     spec = REGISTRY[key]

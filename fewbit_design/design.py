@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import __version__
 from .activations import get_activation
+from .levelset import design_levelset_grid, design_levelset_samples, refine_levelset
 from .discretize import GL_ORDER, _GL_W, _GL_X, bin_edges, make_grid, make_sample_cells
 from .distributions import Samples, parse_distribution
 from .dp import _exchange_refine_kernel, segment
 from .errors import FewbitError
-from .refine import interval_levels, refine_boundaries
+from .refine import ContiguousProblem, levels_of, refine_points
 from .table import PARTITIONS, Table
 
 DEFAULT_GRID = 1024
@@ -32,7 +34,8 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
     distribution : a spec string ("normal:0,1", "uniform:-10,10", "t:3", "samples:acts.npy"),
         a Distribution, or Samples.
     params : activation parameters, e.g. {"alpha": 0.2}.
-    partition : "contiguous" (one interval per code).
+    partition : "contiguous" (one interval per code), "levelset" (a code may cover several
+        intervals) or "auto" (the better of the two).
     grid : number of core cells for the DP (default 1024).
 
     Returns
@@ -50,15 +53,38 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
         raise FewbitError(f"grid must be in 16..1048576, got {grid}")
     k = 2 ** bits
     if isinstance(dist, Samples):
-        s, solver = _contiguous_samples(act, dist, k, n)
-        levels, mse, denom = _sample_levels_error(act, dist.values, s)
+        cells = make_sample_cells(act, dist.values)
+        denom = float(cells.total[2])
+        cont = _contiguous_samples(act, dist, cells, k, n) if partition != "levelset" else None
+        ls = _levelset_samples(act, dist, cells, k, n) if partition != "contiguous" else None
     else:
-        s, levels, mse, denom, solver = _contiguous_parametric(act, dist, k, n)
+        g = make_grid(act, dist, n)
+        denom = float(g.total[2])
+        cont = _contiguous_parametric(g, k) if partition != "levelset" else None
+        ls = _levelset_parametric(g, k, cont) if partition != "contiguous" else None
+    if partition == "contiguous" or (partition == "auto" and cont.mse <= ls.mse * (1 + 1e-12)):
+        # on a tie auto keeps the simpler contiguous table
+        best, other = cont, ls
+    else:
+        best, other = ls, cont
+    solver = dict(best.solver)
+    if other is not None:
+        solver["alternatives"] = {other.partition: other.mse / denom if denom > 0 else 0.0}
     solver.update(version=__version__, seconds=round(time.perf_counter() - t0, 6))
     return Table(activation=act.name, params=dict(act.params), bits=bits,
-                 distribution=dist.name, dist_params=dict(dist.params), partition="contiguous",
-                 boundaries=s, codes=np.arange(s.size + 1), levels=levels,
-                 mse=mse, relative_error=mse / denom if denom > 0 else 0.0, solver=solver)
+                 distribution=dist.name, dist_params=dict(dist.params), partition=best.partition,
+                 boundaries=best.boundaries, codes=best.codes, levels=best.levels,
+                 mse=best.mse, relative_error=best.mse / denom if denom > 0 else 0.0, solver=solver)
+
+
+@dataclass
+class _Candidate:
+    partition: str
+    boundaries: np.ndarray
+    codes: np.ndarray
+    levels: np.ndarray
+    mse: float
+    solver: dict
 
 
 def evaluate(table: Table, *, grid: int | None = None) -> tuple[float, float]:
@@ -80,14 +106,13 @@ def distribution_of(table: Table):
 
 # -- contiguous -------------------------------------------------------------------------
 
-def _contiguous_parametric(act, dist, k, n):
-    grid = make_grid(act, dist, n)
+def _contiguous_parametric(grid, k) -> _Candidate:
     edges = grid.core_edges
     cuts = np.unique(segment(grid.core_prefix(), k))          # drop empty runs
     s_grid = _merge_equal_levels(grid, edges[cuts[1:-1]])
     y_grid, e_grid = _segments_error(grid, s_grid)
-    ref = refine_boundaries(grid, s_grid)
-    s_ref = _merge_equal_levels(grid, ref.boundaries)
+    ref = refine_points(ContiguousProblem(grid), s_grid)
+    s_ref = _merge_equal_levels(grid, ref.points)
     y_ref, e_ref = _segments_error(grid, s_ref)
     accepted = e_ref <= e_grid
     solver = {
@@ -96,16 +121,35 @@ def _contiguous_parametric(act, dist, k, n):
         "range": [float(edges[0]), float(edges[-1])],
         "quadrature": f"gauss-legendre-{GL_ORDER} per cell",
         "refinement": {"accepted": bool(accepted), "iterations": ref.iterations,
-                       "residual": ref.residual, "free_boundaries": ref.free,
-                       "grid_mse": float(e_grid)},
+                       "residual": ref.residual, "free_points": ref.free, "grid_mse": float(e_grid)},
     }
-    if accepted:
-        return s_ref, y_ref, e_ref, float(grid.total[2]), solver
-    return s_grid, y_grid, e_grid, float(grid.total[2]), solver
+    s, y, e = (s_ref, y_ref, e_ref) if accepted else (s_grid, y_grid, e_grid)
+    return _Candidate("contiguous", s, np.arange(s.size + 1), y, e, solver)
 
 
-def _contiguous_samples(act, dist, k, n):
-    cells = make_sample_cells(act, dist.values)
+def _levelset_parametric(grid, k, contiguous: _Candidate | None) -> _Candidate:
+    act, dist = grid.act, grid.dist
+    s0, c0, y0 = design_levelset_grid(grid, k)
+    e0 = _pieces_error(act, dist, grid.edges, s0, y0[c0])
+    s1, c1, y1, ref = refine_levelset(grid, y0)
+    e1 = _pieces_error(act, dist, grid.edges, s1, y1[c1])
+    solver = {
+        "method": "exact-monge-dp+newton (value space)",
+        "grid": int(grid.edges.size - 1),
+        "range": [float(grid.edges[0]), float(grid.edges[-1])],
+        "quadrature": f"gauss-legendre-{GL_ORDER} per cell",
+        "refinement": {"accepted": bool(e1 <= e0), "iterations": ref.iterations,
+                       "residual": ref.residual, "free_points": ref.free, "grid_mse": float(e0)},
+    }
+    best = min([(e1, 0, s1, c1, y1), (e0, 1, s0, c0, y0)], key=lambda c: (c[0], c[1]))
+    if contiguous is not None and contiguous.mse < best[0]:   # contiguous tables are level-set tables too
+        solver["refinement"]["contiguous_was_better"] = True
+        return _Candidate("levelset", contiguous.boundaries, contiguous.codes, contiguous.levels,
+                          contiguous.mse, {**contiguous.solver, **{"refinement": solver["refinement"]}})
+    return _Candidate("levelset", best[2], best[3], best[4], best[0], solver)
+
+
+def _contiguous_samples(act, dist, cells, k, n) -> _Candidate:
     P = cells.prefix()
     N = cells.values.size
     exact_n = int(np.sqrt(2 * DP_BUDGET / k))
@@ -119,16 +163,36 @@ def _contiguous_samples(act, dist, k, n):
         method = "dp over sample bins + exact exchange refinement"
     cuts = np.unique(cuts)
     s = cells.split_points()[cuts[1:-1] - 1]
-    solver = {"method": method, "grid": int(min(N, n) if N > max(n, exact_n) else N),
+    levels, mse = _sample_levels_error(act, dist.values, s, np.arange(s.size + 1))
+    solver = {"method": method, "unique_samples": int(N),
               "range": [float(cells.values[0]), float(cells.values[-1])],
               "refinement": {"sweeps": sweeps}}
-    return s, solver
+    return _Candidate("contiguous", s, np.arange(s.size + 1), levels, mse, solver)
+
+
+def _levelset_samples(act, dist, cells, k, n) -> _Candidate:
+    code, sweeps = design_levelset_samples(cells.d, cells.weight, k, n)
+    change = np.flatnonzero(code[1:] != code[:-1])
+    s = cells.split_points()[change]
+    codes = code[np.concatenate([[0], change + 1])]
+    used = np.unique(codes)
+    remap = np.full(int(codes.max()) + 1, -1)
+    remap[used] = np.arange(used.size)
+    codes = remap[codes]
+    levels, mse = _sample_levels_error(act, dist.values, s, codes)
+    solver = {"method": "exact-monge-dp over unique sample derivatives" if sweeps == 0 else
+              "monge-dp over value bins + exact exchange refinement",
+              "unique_samples": int(cells.values.size),
+              "range": [float(cells.values[0]), float(cells.values[-1])],
+              "refinement": {"sweeps": sweeps}}
+    return _Candidate("levelset", s, codes, levels, mse, solver)
 
 
 def _merge_equal_levels(grid, s):
     """Remove boundaries between intervals with equal levels or without weight."""
     while s.size:
-        S, y = interval_levels(grid, s)
+        S = ContiguousProblem(grid).moments(s)
+        y = levels_of(S)
         scale = max(1.0, float(np.max(np.abs(y))))
         same = (np.abs(np.diff(y)) <= 1e-13 * scale) | (S[0, :-1] <= 0) | (S[0, 1:] <= 0)
         if not same.any():
@@ -141,7 +205,7 @@ def _merge_equal_levels(grid, s):
 
 def _segments_error(grid, s):
     """Levels (conditional means) of the intervals cut at s, and the exact error."""
-    _, y = interval_levels(grid, s)
+    y = levels_of(ContiguousProblem(grid).moments(s))
     return y, _pieces_error(grid.act, grid.dist, grid.edges, s, y)
 
 
@@ -157,16 +221,15 @@ def _pieces_error(act, dist, edges, s, q_by_interval):
     return float(np.sum(dist.pdf(x) * r * r * (half[:, None] * _GL_W)))
 
 
-def _sample_levels_error(act, values, s):
+def _sample_levels_error(act, values, s, codes):
+    """Levels (mean f' over each code's samples) and the exact mean squared error."""
     d = act.df(values)
-    idx = np.searchsorted(s, values, side="right")
-    m = s.size + 1
-    cnt = np.bincount(idx, minlength=m).astype(np.float64)
-    sm = np.bincount(idx, weights=d, minlength=m)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        y = np.where(cnt > 0, sm / np.maximum(cnt, 1), 0.0)
-    r = d - y[idx]
-    return y, float(np.mean(r * r)), float(np.mean(d * d))
+    c = codes[np.searchsorted(s, values, side="right")]
+    m = int(codes.max()) + 1
+    cnt = np.bincount(c, minlength=m).astype(np.float64)
+    y = np.bincount(c, weights=d, minlength=m) / np.maximum(cnt, 1)
+    r = d - y[c]
+    return y, float(np.mean(r * r))
 
 
 def _quadrature_error(act, dist, table, grid):

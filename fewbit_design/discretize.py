@@ -92,6 +92,8 @@ def make_grid(act, dist, n: int) -> Grid:
     kinks = [k for k in (*act.kinks, *dist.kinks) if flo < k < fhi]
     edges = np.unique(np.concatenate([left, core, right, np.asarray(kinks, dtype=np.float64)]))
     edges = _merge_close(edges, keep=np.asarray([lo, hi, *kinks]))
+    # f' is monotone inside every cell: a level f' = t crosses a cell at most once.
+    edges = np.union1d(edges, _extrema(act.df, edges))
     m = _gl_moments(act, dist, edges[:-1], edges[1:])
     cum = np.zeros((3, edges.size))
     np.cumsum(m, axis=1, out=cum[:, 1:])
@@ -111,6 +113,25 @@ def _tail_edges(start: float, end: float) -> np.ndarray:
     e = np.sinh(np.linspace(ts, te, k + 1))
     e[-1] = end
     return e
+
+
+def _extrema(df, edges: np.ndarray) -> np.ndarray:
+    """Interior local extrema of f', located by golden-section search to rounding."""
+    fe = df(edges)
+    d = np.sign(np.diff(fe))
+    i = np.flatnonzero((d[:-1] * d[1:]) < 0) + 1            # edges[i] is near an extremum
+    if i.size == 0:
+        return i.astype(np.float64)
+    sign = d[i - 1]                                          # +1: maximum, -1: minimum
+    a, b = edges[i - 1].copy(), edges[i + 1].copy()
+    r = 0.5 * (np.sqrt(5.0) - 1.0)
+    for _ in range(80):
+        c, e = b - r * (b - a), a + r * (b - a)
+        left = sign * df(c) > sign * df(e)
+        a, b = np.where(left, a, c), np.where(left, e, b)
+    x = 0.5 * (a + b)
+    ok = (x > edges[i - 1]) & (x < edges[i + 1]) & (np.abs(x - edges[i]) > 1e-12 * np.maximum(1, np.abs(x)))
+    return x[ok]
 
 
 def _merge_close(edges: np.ndarray, keep: np.ndarray) -> np.ndarray:

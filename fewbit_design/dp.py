@@ -98,3 +98,59 @@ def segment_cost(P: np.ndarray, cuts: np.ndarray) -> float:
     for a, b in zip(cuts[:-1], cuts[1:]):
         total += _cost(P[0], P[1], P[2], int(a), int(b))
     return total
+
+
+@numba.njit(cache=True)
+def _kmeans_dp_kernel(P, k):
+    """Optimal cut of n value-sorted cells into at most k runs, O(k·n·log n).
+
+    Weighted 1-D k-means: on cells sorted by value the run cost is Monge, so the best
+    split point is monotone in the run end and divide and conquer is exact.
+    Same contract as _segment_dp_kernel.
+    """
+    p0, p1, p2 = P[0], P[1], P[2]
+    n = p0.size - 1
+    prev = np.empty(n + 1)
+    for i in range(n + 1):
+        prev[i] = _cost(p0, p1, p2, 0, i)
+    arg = np.zeros((k, n + 1), dtype=np.int32)
+    cur = np.empty(n + 1)
+    stack = np.empty((4 * (n + 2), 4), dtype=np.int64)
+    for layer in range(1, k):
+        # solve cur[i] for i in [lo, hi] knowing its argmin lies in [olo, ohi]
+        top = 0
+        stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = 0, n, 0, n
+        top = 1
+        while top > 0:
+            top -= 1
+            lo, hi, olo, ohi = stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3]
+            if lo > hi:
+                continue
+            mid = (lo + hi) // 2
+            best = np.inf
+            bs = olo
+            for s in range(olo, min(mid, ohi) + 1):
+                c = prev[s] + _cost(p0, p1, p2, s, mid)
+                if c < best:
+                    best = c
+                    bs = s
+            cur[mid] = best
+            arg[layer, mid] = bs
+            stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3] = lo, mid - 1, olo, bs
+            stack[top + 1, 0], stack[top + 1, 1], stack[top + 1, 2], stack[top + 1, 3] = mid + 1, hi, bs, ohi
+            top += 2
+        prev, cur = cur, prev
+    cuts = np.empty(k + 1, dtype=np.int64)
+    cuts[k] = n
+    i = n
+    for layer in range(k - 1, 0, -1):
+        i = arg[layer, i]
+        cuts[layer] = i
+    cuts[0] = 0
+    return cuts
+
+
+def kmeans_segment(P: np.ndarray, k: int) -> np.ndarray:
+    """Optimal cuts of value-sorted cells (prefix moments P) into at most k runs."""
+    P = np.ascontiguousarray(P, dtype=np.float64)
+    return _kmeans_dp_kernel(P, int(k))

@@ -1,16 +1,19 @@
-"""Continuous refinement of contiguous boundaries to the optimality condition.
+"""Continuous refinement to the optimality condition, by Newton's method.
 
-At an optimal boundary s with w(s) > 0 and f' continuous at s:
-    G(s) = f'(s) - (y_left + y_right) / 2 = 0,   y = ∫w f' / ∫w over each interval.
-Newton's method on G with the exact tridiagonal Jacobian, a backtracking line search on
-max|G|, started from the grid optimum (already within one cell of a continuous optimum).
-Boundaries with zero weight, at a jump of f', or next to an empty interval stay fixed.
+At an optimal cut point s between runs with levels y_l, y_r (conditional means):
+    G(s) = g(s) - (y_l + y_r) / 2 = 0
+where g(s) = f'(s) for contiguous boundaries in x, and g(t) = t for level-set thresholds
+in value space. Both problems share this Newton iteration: the Jacobian is tridiagonal
+(d y / d s = density·(g(s) - y) / mass at each end of a run), the line search is on max|G|,
+and the start is the grid optimum, already within a cell of a continuous optimum.
+Cut points with zero density, at a jump of f', or next to an empty run stay fixed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 MAX_ITER = 60
@@ -19,92 +22,118 @@ TOL = 1e-14
 
 @dataclass
 class Refinement:
-    boundaries: np.ndarray
+    points: np.ndarray
     iterations: int
-    residual: float      # max |G| over the free boundaries at the end
-    free: int            # how many boundaries were free
+    residual: float      # max |G| over the free points at the end
+    free: int            # how many points were free
 
 
-def interval_levels(grid, s: np.ndarray):
-    """Moments (3, m) of the m = len(s)+1 intervals cut at s, and their levels y (m,)."""
-    a = np.concatenate([[-np.inf], s])
-    b = np.concatenate([s, [np.inf]])
-    S = grid.interval_moments(a, b)
+class ContiguousProblem:
+    """Boundaries in x: runs are intervals, g = f', density = w."""
+
+    def __init__(self, grid):
+        self.grid = grid
+        e = grid.core_edges
+        self.bounds = (e[0], e[-1])
+        self.scale = max(1.0, float(np.max(np.abs(grid.act.df(e)))))
+
+    def moments(self, s):
+        """(3, len(s)+1) moments of the intervals cut at s."""
+        return self.grid.interval_moments(np.concatenate([[-np.inf], s]), np.concatenate([s, [np.inf]]))
+
+    def evaluate(self, s, S):
+        act = self.grid.act
+        d = act.df(s)
+        h = 1e-6 * np.maximum(1.0, np.abs(s))
+        slope = (act.df(s + h) - act.df(s - h)) / (2 * h)
+        dens = self.grid.dist.pdf(s)
+        fixed = (dens <= 0) | at_jump(act, s)
+        return d, slope, dens, fixed
+
+
+def levels_of(S):
+    """Conditional means S1/S0 of each run (0 for an empty run)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        y = np.where(S[0] > 0, S[1] / S[0], 0.0)
-    return S, y
+        return np.where(S[0] > 0, S[1] / S[0], 0.0)
 
 
-def residuals(grid, s: np.ndarray):
-    """G at every boundary, and the mask of boundaries where G = 0 must hold."""
-    S, y = interval_levels(grid, s)
-    d = grid.act.df(s)
-    G = d - 0.5 * (y[:-1] + y[1:])
-    free = (grid.dist.pdf(s) > 0) & (S[0, :-1] > 0) & (S[0, 1:] > 0) & ~_at_jump(grid.act, s)
-    return G, free, S, y, d
-
-
-def refine_boundaries(grid, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refinement:
-    """Newton-refine boundaries s0 (ascending) inside the grid's core range."""
+def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refinement:
+    """Newton-refine the cut points s0 (ascending, inside problem.bounds)."""
     s = np.array(s0, dtype=np.float64)
     if s.size == 0:
         return Refinement(s, 0, 0.0, 0)
-    lo, hi = grid.core_edges[0], grid.core_edges[-1]
-    scale = max(1.0, float(np.max(np.abs(grid.act.df(grid.core_edges)))))
-    G, free, S, y, d = residuals(grid, s)
-    res = _maxabs(G, free)
+    lo, hi = problem.bounds
+    state = _state(problem, s)
+    res = _maxabs(state[0], state[1])
     it = 0
-    for it in range(1, max_iter + 1):
-        if res <= TOL * scale or not free.any():
-            break
-        step = _newton_step(grid, s, G, free, S, y, d)
-        if step is None:
-            break
+    while it < max_iter and res > TOL * problem.scale and state[1].any():
+        it += 1
+        step = _newton_step(s, *state)
         alpha, accepted = 1.0, False
-        while alpha > 1e-12:
+        while step is not None and alpha > 1e-4:
             t = s + alpha * step
             if np.all(np.diff(t) > 0) and t[0] > lo and t[-1] < hi:
-                Gt, ft, St, yt, dt = residuals(grid, t)
-                rt = _maxabs(Gt, ft)
+                st = _state(problem, t)
+                rt = _maxabs(st[0], st[1])
                 if rt < res:
-                    s, G, free, S, y, d, res = t, Gt, ft, St, yt, dt, rt
-                    accepted = True
+                    s, state, res, accepted = t, st, rt, True
                     break
             alpha *= 0.5
         if not accepted:
             break
-    return Refinement(s, it, res, int(free.sum()))
+    return Refinement(s, it, res, int(state[1].sum()))
 
 
-def _newton_step(grid, s, G, free, S, y, d):
-    """Solve J·Δ = -G on the free boundaries (J tridiagonal, written densely: k ≤ 255)."""
-    act, dist = grid.act, grid.dist
-    w = dist.pdf(s)
-    h = 1e-6 * np.maximum(1.0, np.abs(s))
-    fpp = (act.df(s + h) - act.df(s - h)) / (2 * h)
+def _state(problem, s):
+    S = problem.moments(s)
+    y = levels_of(S)
+    d, slope, dens, fixed = problem.evaluate(s, S)
+    G = d - 0.5 * (y[:-1] + y[1:])
+    free = ~fixed & (S[0, :-1] > 0) & (S[0, 1:] > 0)
+    return G, free, S, y, d, slope, dens
+
+
+def _newton_step(s, G, free, S, y, d, slope, dens):
+    """Solve J·Δ = -G on the free points (J tridiagonal)."""
     S0 = S[0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        # d y_i / d s_i (s_i is the right end of interval i) and d y_{i+1} / d s_i (left end).
-        dy_left = np.where(S0[:-1] > 0, w * (d - y[:-1]) / S0[:-1], 0.0)
-        dy_right = np.where(S0[1:] > 0, -w * (d - y[1:]) / S0[1:], 0.0)
-    k = s.size
-    J = np.zeros((k, k))
-    idx = np.arange(k)
-    J[idx, idx] = fpp - 0.5 * (dy_left + dy_right)
-    J[idx[1:], idx[:-1]] = -0.5 * dy_right[:-1]   # G_i depends on s_{i-1} through y_i
-    J[idx[:-1], idx[1:]] = -0.5 * dy_left[1:]     # G_i depends on s_{i+1} through y_{i+1}
-    f = np.flatnonzero(free)
-    step = np.zeros(k)
-    try:
-        step[f] = np.linalg.solve(J[np.ix_(f, f)], -G[f])
-    except np.linalg.LinAlgError:
-        return None
+        # d y_i / d s_i (s_i ends run i) and d y_{i+1} / d s_i (s_i starts run i+1)
+        dy_left = np.where(S0[:-1] > 0, dens * (d - y[:-1]) / S0[:-1], 0.0)
+        dy_right = np.where(S0[1:] > 0, -dens * (d - y[1:]) / S0[1:], 0.0)
+    diag = slope - 0.5 * (dy_left + dy_right)
+    lower = -0.5 * dy_right[:-1]     # J[i, i-1]: G_i depends on s_{i-1} through y_i
+    upper = -0.5 * dy_left[1:]       # J[i, i+1]: G_i depends on s_{i+1} through y_{i+1}
+    rhs = -G.copy()
+    fixed = ~free                    # fixed points: identity rows, no coupling
+    diag[fixed], rhs[fixed] = 1.0, 0.0
+    lower[fixed[1:] | fixed[:-1]] = 0.0
+    upper[fixed[:-1] | fixed[1:]] = 0.0
+    step = _tridiagonal_solve(lower, diag, upper, rhs)
     return step if np.all(np.isfinite(step)) else None
 
 
-def _at_jump(act, s: np.ndarray) -> np.ndarray:
+@numba.njit(cache=True)
+def _tridiagonal_solve(lower, diag, upper, rhs):
+    """Thomas algorithm for J x = rhs, J with sub-, main and super-diagonals (k-1, k, k-1)."""
+    k = diag.size
+    c = np.empty(k)
+    x = np.empty(k)
+    den = diag[0]
+    c[0] = upper[0] / den if k > 1 else 0.0
+    x[0] = rhs[0] / den
+    for i in range(1, k):
+        den = diag[i] - lower[i - 1] * c[i - 1]
+        c[i] = upper[i] / den if i < k - 1 else 0.0
+        x[i] = (rhs[i] - lower[i - 1] * x[i - 1]) / den
+    for i in range(k - 2, -1, -1):
+        x[i] -= c[i] * x[i + 1]
+    return x
+
+
+def at_jump(act, s: np.ndarray) -> np.ndarray:
+    """Mask of the points that sit on a jump of f'."""
     if not act.jumps:
-        return np.zeros(s.shape, dtype=bool)
+        return np.zeros(np.shape(s), dtype=bool)
     j = np.asarray(act.jumps, dtype=np.float64)
     return np.any(np.abs(s[:, None] - j[None, :]) <= 1e-12 * np.maximum(1.0, np.abs(j)), axis=1)
 

@@ -1,0 +1,166 @@
+"""The fewbit-design command line: parse, call one library function, echo."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__
+from ._cli_util import InputError, handle_errors
+
+OUTPUT_FORMATS = ("text", "json", "yaml", "npz", "csv", "h")
+
+
+class _Main(click.Group):
+    """A group whose unknown first word is an activation: `fewbit-design gelu --bits 3`.
+
+    Errors are one line on stderr (exit 2 for bad input), never a traceback.
+    """
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["design", *args]
+        return super().resolve_command(ctx, args)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"Error: {e.format_message()}{hint}", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fewbit-design")
+def main():
+    """Design optimal few-bit tables for the backward pass of activations.
+
+    \b
+    Examples:
+      fewbit-design gelu --bits 3
+      fewbit-design silu --bits 2 --dist normal:0,2 --format json -o silu2.json
+      fewbit-design elu --bits 4 --param alpha=0.5 --dist samples:acts.npy
+      fewbit-design list
+    """
+
+
+@main.command("design")
+@click.argument("activation")
+@click.option("-b", "--bits", type=int, required=True, help="Code width, 1..8 (2**bits levels).")
+@click.option("-d", "--dist", "dist", default="normal:0,1", show_default=True,
+              help="Input distribution: normal[:mean,std], uniform:a,b, laplace[:loc,scale], "
+                   "logistic[:loc,scale], t:df[,loc,scale], samples:FILE.")
+@click.option("-p", "--param", "params", multiple=True, metavar="K=V",
+              help="Activation parameter, e.g. --param alpha=0.2 (repeatable).")
+@click.option("--partition", type=click.Choice(["contiguous", "levelset", "auto"]), default="auto",
+              show_default=True, help="contiguous: one interval per code; levelset: a code may "
+                                      "cover several intervals; auto: the better of the two.")
+@click.option("--grid", type=int, default=None, help="Core grid cells for the DP [default: 1024].")
+@click.option("-f", "--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default=None,
+              help="Output format [default: from -o's extension, else text].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the table to this file (atomically) instead of stdout.")
+@handle_errors
+def design_cmd(activation, bits, dist, params, partition, grid, fmt, output):
+    """Design the optimal BITS-bit table for ACTIVATION's derivative.
+
+    \b
+    Examples:
+      fewbit-design gelu --bits 3
+      fewbit-design tanh -b 2 --partition contiguous
+      fewbit-design leaky_relu -b 1 --param negative_slope=0.2
+      fewbit-design gelu -b 4 --dist uniform:-10,10 -o gelu4.json
+      fewbit-design mymod:myact -b 2          # custom numpy activation
+    """
+    from .activations import parse_params
+    from .design import design
+
+    table = design(activation, bits, distribution=dist, params=parse_params(params),
+                   partition=partition, grid=grid)
+    _emit(table, fmt, output)
+
+
+def _emit(table, fmt, output):
+    from . import formats
+
+    if fmt is None:
+        fmt = formats.format_from_path(output) if output else "text"
+    if fmt == "text":
+        data = format_text(table).encode()
+    else:
+        data = formats.dumps(table, fmt)
+    if output:
+        from .io import atomic_write
+
+        atomic_write(output, data)
+        click.echo(f"wrote {output} ({fmt}, relative error {table.relative_error:.4g})", err=True)
+    elif fmt in ("npz",):
+        raise InputError("npz is binary: give -o FILE")
+    else:
+        click.echo(data.decode(), nl=not data.endswith(b"\n"))
+
+
+def format_text(table) -> str:
+    """A readable table: header, error, then one row per interval."""
+    params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in table.params.items())
+    dparams = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in table.dist_params.values())
+    lines = [
+        f"{table.activation}{'(' + params + ')' if params else ''}: {table.bits}-bit {table.partition} table "
+        f"for inputs ~ {table.distribution}{':' + dparams if dparams else ''}",
+        f"relative error {table.relative_error:.6e}   (mse {table.mse:.6e})",
+    ]
+    other = table.solver.get("alternatives", {})
+    for name, rel in other.items():
+        ratio = f", {rel / table.relative_error:.2f}x the chosen" if table.relative_error > 0 else ""
+        lines.append(f"  {name} partition: relative error {rel:.6e}{ratio}")
+    lines.append(f"{len(table.levels)} levels, {table.n_intervals} intervals")
+    lines.append("")
+    lines.append(f"{'interval':>8}  {'from':>22}  {'to':>22}  {'code':>4}  {'level':>22}")
+    edges = [-float("inf"), *table.boundaries.tolist(), float("inf")]
+    for i, c in enumerate(table.codes.tolist()):
+        lines.append(f"{i:>8}  {edges[i]:>22.15g}  {edges[i + 1]:>22.15g}  {c:>4}  {table.levels[c]:>22.15g}")
+    return "\n".join(lines) + "\n"
+
+
+@main.command("list")
+@handle_errors
+def list_cmd():
+    """List the activations (with parameters and defaults) and the distributions.
+
+    \b
+    Example:
+      fewbit-design list
+    """
+    from .activations import REGISTRY
+    from .distributions import DISTRIBUTIONS
+
+    click.echo("Activations (fewbit-design NAME --bits B [--param K=V]):")
+    for name, spec in REGISTRY.items():
+        params = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items())
+        click.echo(f"  {name:<14} {spec.doc}{'  [' + params + ']' if params else ''}")
+    click.echo("  module:function[:derivative]  a custom vectorised numpy activation")
+    click.echo("")
+    click.echo("Distributions (--dist SPEC):")
+    for name, doc in DISTRIBUTIONS.items():
+        click.echo(f"  {name:<14} {doc}")
+
+
+def _register_table_commands():
+    try:
+        from .cli_tables import COMMANDS
+    except ImportError:       # the table commands are optional while they are being built
+        return
+    for cmd in COMMANDS:
+        main.add_command(cmd)
+
+
+_register_table_commands()

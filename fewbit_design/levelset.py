@@ -1,0 +1,135 @@
+"""Level-set tables: the optimal 2^b-level quantizer of V = f'(X), X ~ w.
+
+A code may cover several intervals of x. The optimum is a weighted 1-D k-means of the
+derivative values: cells sorted by their mean f' are cut into runs by an exact Monge DP,
+then thresholds t (midpoints of adjacent levels) are refined by Newton in value space,
+where every threshold becomes all roots of f'(x) = t. The table's boundaries are those
+roots in ascending order, and codes map each interval to its level.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .dp import _exchange_refine_kernel, kmeans_segment
+from .refine import levels_of, refine_points
+
+EXACT_SAMPLES = 65536     # unique samples up to which the value-space DP runs on every value
+
+
+class LevelSetProblem:
+    """Thresholds in value space: runs are level sets {t_j <= f'(x) < t_j+1}, g(t) = t."""
+
+    def __init__(self, grid):
+        self.grid = grid
+        self.fe = grid.act.df(grid.edges)          # f' at every cell edge, for bracketing
+        lo, hi = float(self.fe.min()), float(self.fe.max())
+        self.scale = max(1.0, abs(lo), abs(hi))
+        self.bounds = (lo - self.scale, hi + self.scale)
+        self._last = (None, None, None)
+
+    def roots(self, t):
+        """All (j, x) with f'(x) = t_j: threshold j crosses the monotone cell holding x."""
+        key = t.tobytes()
+        if key != self._last[0]:
+            e, fe = self.grid.edges, self.fe
+            above = fe[None, :] > t[:, None]                       # (k-1, N+1)
+            j, i = np.nonzero(above[:, 1:] != above[:, :-1])       # threshold j crosses cell i
+            self._last = (key, j, _bisect(self.grid.act.df, t[j], e[i], e[i + 1], fe[i] > t[j]))
+        return self._last[1], self._last[2]
+
+    def partition(self, t):
+        """Boundaries (ascending roots of f' = t_j over all j) and the code of each interval."""
+        e = self.grid.edges
+        roots = np.unique(self.roots(t)[1])
+        ends = np.concatenate([[e[0]], roots, [e[-1]]])
+        codes = np.searchsorted(t, self.grid.act.df(0.5 * (ends[:-1] + ends[1:])), side="right")
+        keep = np.concatenate([[True], codes[1:] != codes[:-1]])
+        return roots[keep[1:]], codes[keep]
+
+    def moments(self, t):
+        """(3, len(t)+1) moments ∫ w f'^p over each level set."""
+        s, codes = self.partition(t)
+        S = self.grid.interval_moments(np.concatenate([[-np.inf], s]), np.concatenate([s, [np.inf]]))
+        return np.stack([np.bincount(codes, weights=S[p], minlength=t.size + 1) for p in range(3)])
+
+    def evaluate(self, t, S):
+        """g = t, slope 1, density of V at t: Σ over the roots x of f'(x) = t of w(x)/|f''(x)|."""
+        act, dist = self.grid.act, self.grid.dist
+        j, x = self.roots(t)
+        h = 1e-6 * np.maximum(1.0, np.abs(x))
+        fpp = np.abs(act.df(x + h) - act.df(x - h)) / (2 * h)
+        crossing = np.abs(act.df(x) - t[j]) <= 1e-9 * self.scale    # not a jump of f' over t
+        with np.errstate(divide="ignore", invalid="ignore"):
+            contrib = np.where(crossing & (fpp > 0), dist.pdf(x) / fpp, 0.0)
+        dens = np.bincount(j, weights=contrib, minlength=t.size)
+        return t, np.ones_like(t), dens, ~(dens > 0)
+
+
+def design_levelset_grid(grid, k):
+    """Exact level-set optimum over unions of grid cells: (boundaries, codes, levels)."""
+    m = np.diff(grid.cum, axis=1)                              # (3, N) per-cell moments
+    live = np.flatnonzero(m[0] > 0)
+    v = m[1, live] / m[0, live]
+    order = live[np.argsort(v, kind="stable")]
+    P = np.zeros((3, order.size + 1))
+    np.cumsum(m[:, order], axis=1, out=P[:, 1:])
+    cuts = np.unique(kmeans_segment(P, k))
+    group = np.zeros(m.shape[1], dtype=np.int64)
+    for g, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+        group[order[a:b]] = g
+    # weightless cells join their left neighbour's group
+    dead = np.ones(m.shape[1], dtype=bool)
+    dead[live] = False
+    for c in np.flatnonzero(dead):
+        group[c] = group[c - 1] if c > 0 else group[live[0]]
+    levels = np.diff(P[1, cuts]) / np.diff(P[0, cuts])
+    change = np.flatnonzero(group[1:] != group[:-1])
+    return grid.edges[change + 1], group[np.concatenate([[0], change + 1])], levels
+
+
+def refine_levelset(grid, levels):
+    """Newton in value space from `levels`; returns (boundaries, codes, levels, refinement)."""
+    problem = LevelSetProblem(grid)
+    y = np.unique(levels)
+    ref = refine_points(problem, 0.5 * (y[:-1] + y[1:]))
+    s, codes = problem.partition(ref.points)
+    y = levels_of(problem.moments(ref.points))
+    used = np.unique(codes)                                    # drop empty level sets
+    remap = np.full(y.size, -1)
+    remap[used] = np.arange(used.size)
+    return s, remap[codes], y[used], ref
+
+
+def design_levelset_samples(d, weight, k, n):
+    """Value-space k-means over unique samples (derivatives d, weights): codes per sample."""
+    order = np.argsort(d, kind="stable")
+    P = np.zeros((3, d.size + 1))
+    wd = weight[order] * d[order]
+    np.cumsum(np.stack([weight[order], wd, wd * d[order]]), axis=1, out=P[:, 1:])
+    if d.size <= max(n, EXACT_SAMPLES):
+        cuts, sweeps = kmeans_segment(P, k), 0
+    else:
+        bins = np.unique(np.linspace(0, d.size, EXACT_SAMPLES + 1).round().astype(np.int64))
+        cuts = bins[kmeans_segment(P[:, bins], k)]
+        sweeps = int(_exchange_refine_kernel(P, cuts, 10_000))
+    cuts = np.unique(cuts)
+    code = np.empty(d.size, dtype=np.int64)
+    for g, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+        code[order[a:b]] = g
+    return code, sweeps
+
+
+def _bisect(df, t, a, b, a_above):
+    """Root of df(x) = t in [a, b] where df - t changes sign; vectorised bisection
+    to a relative width of 4 ulp (the root is then exact to rounding)."""
+    a, b = a.copy(), b.copy()
+    for _ in range(80):
+        open_ = (b - a) > 4e-16 * np.maximum(np.abs(a), np.abs(b)) + 1e-300
+        if not open_.any():
+            break
+        mid = 0.5 * (a + b)
+        go_right = ((df(mid) > t) == a_above) & open_
+        a = np.where(go_right, mid, a)
+        b = np.where(go_right | ~open_, b, mid)
+    return 0.5 * (a + b)
