@@ -130,8 +130,10 @@ def _contiguous_parametric(grid, k) -> _Candidate:
 def _levelset_parametric(grid, k, contiguous: _Candidate | None) -> _Candidate:
     act, dist = grid.act, grid.dist
     s0, c0, y0 = design_levelset_grid(grid, k)
+    y0 = snap_constant_levels(grid, s0, c0, y0)
     e0 = _pieces_error(act, dist, grid.edges, s0, y0[c0])
     s1, c1, y1, ref = refine_levelset(grid, y0)
+    y1 = snap_constant_levels(grid, s1, c1, y1)
     e1 = _pieces_error(act, dist, grid.edges, s1, y1[c1])
     solver = {
         "method": "exact-monge-dp+newton (value space)",
@@ -201,11 +203,27 @@ def _merge_equal_levels(grid, s):
     return s
 
 
+def snap_constant_levels(grid, s, codes, y):
+    """Where f' is constant over all of a code's x, its level is that constant exactly.
+
+    (S1/S0 would be off by an ulp, leaving an error of 1e-35 where the answer is 0.)
+    """
+    e = grid.edges
+    fe = grid.act.df(e)
+    code_of_edge = codes[np.searchsorted(s, e, side="right")]
+    y = y.copy()
+    for c in range(y.size):
+        v = fe[code_of_edge == c]
+        if v.size and v.min() == v.max() and abs(y[c] - v[0]) <= 1e-12 * max(1.0, abs(v[0])):
+            y[c] = v[0]
+    return y
+
+
 # -- errors -----------------------------------------------------------------------------
 
 def _segments_error(grid, s):
     """Levels (conditional means) of the intervals cut at s, and the exact error."""
-    y = levels_of(ContiguousProblem(grid).moments(s))
+    y = snap_constant_levels(grid, s, np.arange(s.size + 1), levels_of(ContiguousProblem(grid).moments(s)))
     return y, _pieces_error(grid.act, grid.dist, grid.edges, s, y)
 
 

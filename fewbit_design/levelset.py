@@ -35,7 +35,10 @@ class LevelSetProblem:
             e, fe = self.grid.edges, self.fe
             above = fe[None, :] > t[:, None]                       # (k-1, N+1)
             j, i = np.nonzero(above[:, 1:] != above[:, :-1])       # threshold j crosses cell i
-            self._last = (key, j, _bisect(self.grid.act.df, t[j], e[i], e[i + 1], fe[i] > t[j]))
+            x = _bisect(self.grid.act.df, t[j], e[i], e[i + 1], fe[i] > t[j])
+            for jump in self.grid.act.jumps:       # a level crossed by a jump sits on it exactly
+                x[np.abs(x - jump) <= 1e-12 * max(1.0, abs(jump))] = jump
+            self._last = (key, j, x)
         return self._last[1], self._last[2]
 
     def partition(self, t):

@@ -1,0 +1,172 @@
+"""The designer: optimality conditions, exact cases, samples, grid convergence, level sets."""
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+from fewbit_design.activations import REGISTRY, get_activation
+from fewbit_design.design import design, evaluate
+from fewbit_design.distributions import parse_distribution, samples_from_array
+from fewbit_design.errors import FewbitError
+
+from naive import brute_force_segmentation
+
+ALL = list(REGISTRY)
+MAIN = ["gelu", "silu", "tanh", "sigmoid"]
+
+
+def midpoint_residuals(table):
+    """f'(s) - (level left + level right)/2 at boundaries with w(s) > 0 and f' continuous."""
+    act = get_activation(table.activation, table.params)
+    dist = parse_distribution(f"{table.distribution}:{','.join(repr(float(v)) for v in table.dist_params.values())}")
+    s = table.boundaries
+    y = table.levels[table.codes]
+    keep = dist.pdf(s) > 0
+    for j in act.jumps:
+        keep &= np.abs(s - j) > 1e-12 * max(1.0, abs(j))
+    r = act.df(s) - 0.5 * (y[:-1] + y[1:])
+    return r[keep]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_contiguous_tables_meet_midpoint_condition(name, bits):
+    t = design(name, bits, partition="contiguous")
+    assert np.all(np.abs(midpoint_residuals(t)) <= 1e-9), midpoint_residuals(t)
+    assert t.mse <= t.solver["refinement"]["grid_mse"]          # refinement never loses
+    assert t.levels.size <= 2 ** bits and np.array_equal(t.codes, np.arange(t.codes.size))
+
+
+@pytest.mark.parametrize("name", ["gelu", "tanh", "silu", "elu"])
+def test_eight_bit_contiguous_tables_meet_midpoint_condition(name):
+    t = design(name, 8, partition="contiguous")
+    assert np.all(np.abs(midpoint_residuals(t)) <= 1e-9)
+    assert t.mse <= t.solver["refinement"]["grid_mse"]
+
+
+@pytest.mark.parametrize("dist", ["normal:0,3", "uniform:-10,10", "laplace:0,1", "logistic:0,1", "t:3"])
+def test_midpoint_condition_under_other_distributions(dist):
+    t = design("gelu", 3, distribution=dist, partition="contiguous")
+    assert np.all(np.abs(midpoint_residuals(t)) <= 1e-9)
+
+
+@pytest.mark.parametrize("name,params", [("relu", {}), ("leaky_relu", {}), ("leaky_relu", {"negative_slope": 0.2})])
+def test_piecewise_linear_activations_are_exact_with_one_bit(name, params):
+    t = design(name, 1, params=params, partition="contiguous")
+    assert t.mse == 0.0 and t.relative_error == 0.0
+    assert t.boundaries.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("name", ["hardtanh", "relu6", "hardsigmoid"])
+def test_clipped_activations_are_exact_with_one_levelset_bit(name):
+    t = design(name, 1, partition="levelset")
+    assert t.relative_error < 1e-25
+    assert design(name, 1, partition="contiguous").relative_error > 1e-10
+
+
+@pytest.mark.parametrize("name", MAIN)
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_error_is_converged_in_the_grid(name, bits):
+    """Grid doubling: the refined optimum does not move by more than 1e-9 relative."""
+    e = [design(name, bits, partition="contiguous", grid=n).mse for n in (512, 1024, 2048)]
+    assert abs(e[1] - e[2]) <= 1e-9 * e[2]
+    assert abs(e[0] - e[2]) <= 1e-9 * e[2]
+
+
+@pytest.mark.parametrize("name", ["gelu", "tanh", "elu", "softplus"])
+def test_stored_error_matches_independent_quadrature(name):
+    for part in ("contiguous", "levelset"):
+        t = design(name, 2, partition=part)
+        act = get_activation(name)
+        dist = parse_distribution("normal:0,1")
+        pts = list(t.boundaries) + list(act.kinks)
+        integrand = lambda x: dist.pdf(np.array([x]))[0] * (act.df(np.array([x]))[0] - t.q(x)) ** 2
+        mid, _ = integrate.quad(integrand, -12, 12, points=pts, limit=500, epsabs=1e-15, epsrel=1e-12)
+        assert t.mse == pytest.approx(mid, rel=1e-8)
+        assert evaluate(t)[0] == pytest.approx(t.mse, rel=1e-12)
+
+
+def test_samples_table_is_exactly_optimal_on_small_sample_sets():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=9)
+    act = get_activation("gelu")
+    order = np.sort(x)
+    d, w = act.df(order), np.full(9, 1 / 9)
+    for bits in (1, 2):
+        t = design("gelu", bits, distribution=samples_from_array(x), partition="contiguous")
+        assert t.mse == pytest.approx(brute_force_segmentation(d, w, 2 ** bits), rel=1e-12, abs=1e-15)
+
+
+def test_samples_error_is_the_mean_over_the_samples():
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 2, size=5000)
+    for part in ("contiguous", "levelset"):
+        t = design("silu", 3, distribution=samples_from_array(x), partition=part)
+        act = get_activation("silu")
+        direct = np.mean((act.df(x) - t.q(x)) ** 2)
+        assert t.mse == pytest.approx(direct, rel=1e-12)
+        assert t.relative_error == pytest.approx(direct / np.mean(act.df(x) ** 2), rel=1e-12)
+
+
+def test_many_samples_take_the_binned_path_and_stay_consistent():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=40000)
+    t = design("tanh", 2, distribution=samples_from_array(x), partition="contiguous")
+    assert "bins" in t.solver["method"]
+    exact_small = design("tanh", 2, distribution=samples_from_array(x[:2000]), partition="contiguous")
+    assert "exact" in exact_small.solver["method"]
+    act = get_activation("tanh")
+    assert t.mse == pytest.approx(np.mean((act.df(x) - t.q(x)) ** 2), rel=1e-12)
+
+
+# -- level sets ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL)
+def test_levelset_is_never_worse_than_contiguous(name):
+    for bits in (1, 2, 3, 4):
+        t = design(name, bits, partition="auto")
+        other = t.solver.get("alternatives", {})
+        c = design(name, bits, partition="contiguous")
+        ls = design(name, bits, partition="levelset")
+        assert ls.mse <= c.mse * (1 + 1e-9) + 1e-300, (name, bits, ls.mse, c.mse)
+        assert t.mse == min(ls.mse, c.mse) or t.mse == pytest.approx(min(ls.mse, c.mse), rel=1e-12)
+        assert other
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "gelu", "silu", "mish", "softsign"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_levelset_is_a_lloyd_max_fixed_point(name, bits):
+    t = design(name, bits, partition="levelset")
+    act, dist = get_activation(name), parse_distribution("normal:0,1")
+    # thresholds are midpoints: at every boundary f'(s) sits halfway between the two levels
+    assert np.all(np.abs(midpoint_residuals(t)) <= 1e-9)
+    # levels are conditional means of f' over each code's set of x
+    edges = np.concatenate([[-40.0], t.boundaries, [40.0]])
+    s0 = np.zeros(t.levels.size)
+    s1 = np.zeros(t.levels.size)
+    for a, b, c in zip(edges[:-1], edges[1:], t.codes):
+        s0[c] += integrate.quad(lambda x: dist.pdf(np.array([x]))[0], a, b, epsabs=1e-15, limit=200)[0]
+        s1[c] += integrate.quad(lambda x: dist.pdf(np.array([x]))[0] * act.df(np.array([x]))[0], a, b,
+                                epsabs=1e-15, limit=200)[0]
+    assert np.allclose(s1 / s0, t.levels, rtol=0, atol=1e-9)
+    # every x gets its nearest level
+    x = np.linspace(-8, 8, 20001)
+    nearest = np.min(np.abs(act.df(x)[:, None] - t.levels[None, :]), axis=1)
+    assert np.all(np.abs(act.df(x) - t.q(x)) <= nearest + 1e-9)
+
+
+@pytest.mark.parametrize("name,ratio", [("tanh", 3.0), ("sigmoid", 2.5)])
+def test_levelset_gain_on_bell_shaped_derivatives(name, ratio):
+    for bits in (1, 2, 3):
+        c = design(name, bits, partition="contiguous")
+        ls = design(name, bits, partition="levelset")
+        assert c.mse / ls.mse >= ratio
+
+
+def test_bad_arguments_raise_one_line_errors():
+    with pytest.raises(FewbitError, match="bits must be an integer in 1..8"):
+        design("gelu", 0)
+    with pytest.raises(FewbitError, match="unknown partition"):
+        design("gelu", 2, partition="nope")
+    with pytest.raises(FewbitError, match="grid"):
+        design("gelu", 2, grid=3)
