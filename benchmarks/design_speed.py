@@ -1,0 +1,88 @@
+"""Design speed: our engine vs a dense-matrix numpy DP (the reference code's method).
+
+    python benchmarks/design_speed.py
+
+Prints a markdown table: warm-process design times (median [20 %, 80 %]), the whole
+`fewbit-design gelu --bits 3` process, and the baseline on a 4096-point grid with both errors.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _harness import fmt, timeit  # noqa: E402
+
+from fewbit_design.activations import get_activation  # noqa: E402
+from fewbit_design.design import design, evaluate  # noqa: E402
+from fewbit_design.distributions import parse_distribution  # noqa: E402
+from fewbit_design.table import Table  # noqa: E402
+
+
+def dense_numpy_dp(name, bits, n=4096, lo=-6.0, hi=6.0):
+    """Baseline: f' and w sampled at n cell centres, an n×n cost matrix, k layers of min-plus."""
+    act, dist = get_activation(name), parse_distribution("normal:0,1")
+    x = np.linspace(lo, hi, n)
+    w = dist.pdf(x)
+    w /= w.sum()
+    d = act.df(x)
+    P0 = np.concatenate([[0], np.cumsum(w)])
+    P1 = np.concatenate([[0], np.cumsum(w * d)])
+    P2 = np.concatenate([[0], np.cumsum(w * d * d)])
+    S0 = P0[None, :] - P0[:, None]                    # (n+1, n+1): run [i, j)
+    S1 = P1[None, :] - P1[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        C = np.where(S0 > 0, (P2[None, :] - P2[:, None]) - S1 * S1 / S0, 0.0)
+    C[np.tril_indices(n + 1, -1)] = np.inf
+    k = 2 ** bits
+    D = C[0].copy()
+    arg = np.zeros((k, n + 1), dtype=np.int64)
+    for layer in range(1, k):
+        M = D[:, None] + C
+        arg[layer] = np.argmin(M, axis=0)
+        D = M[arg[layer], np.arange(n + 1)]
+    cuts = [n]
+    for layer in range(k - 1, 0, -1):
+        cuts.append(arg[layer, cuts[-1]])
+    cuts = np.unique(np.array(cuts[::-1]))
+    cuts = cuts[(cuts > 0) & (cuts < n)]
+    edges = np.concatenate([[lo - 0.5 * (x[1] - x[0])], 0.5 * (x[1:] + x[:-1])])
+    s = edges[cuts]
+    y = np.array([np.sum((w * d)[a:b]) / max(np.sum(w[a:b]), 1e-300)
+                  for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]]))])
+    t = Table(activation=name, bits=bits, boundaries=s, codes=np.arange(s.size + 1), levels=y,
+              mse=0.0, relative_error=0.0, distribution="normal", dist_params={"mean": 0.0, "std": 1.0})
+    return evaluate(t)
+
+
+def main():
+    rows = []
+    for bits, part in [(3, "contiguous"), (3, "levelset"), (3, "auto"), (8, "contiguous"), (8, "levelset")]:
+        t, table = timeit(lambda: design("gelu", bits, partition=part), repeat=15 if bits < 8 else 5)
+        rows.append((f"design('gelu', {bits}, partition='{part}')", fmt(t), f"{table.relative_error:.6e}"))
+    # whole process, warm numba cache
+    cmd = [sys.executable, "-m", "fewbit_design", "gelu", "--bits", "3"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    t, _ = timeit(lambda: subprocess.run(cmd, check=True, capture_output=True), repeat=7, warmup=0)
+    rows.append(("process `fewbit-design gelu --bits 3`", fmt(t), ""))
+    print("| what | time: median [20 %, 80 %] | relative error |")
+    print("|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    print()
+    print("| gelu, normal:0,1 | ours | dense numpy DP, 4096 points | ratio (time) | our rel. error | baseline rel. error |")
+    print("|---|---|---|---|---|---|")
+    for bits in (2, 3, 4):
+        t_ours, ours = timeit(lambda: design("gelu", bits, partition="contiguous"), repeat=9)
+        t0 = time.perf_counter()
+        _, base_rel = dense_numpy_dp("gelu", bits)
+        t_base = time.perf_counter() - t0
+        print(f"| {bits} bits | {fmt(t_ours)} | {t_base:.2f} s | {t_base / t_ours[0]:.0f}x | "
+              f"{ours.relative_error:.9e} | {base_rel:.9e} |")
+
+
+if __name__ == "__main__":
+    main()
