@@ -66,7 +66,10 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
     state = _state(problem, s)
     res = _maxabs(state[0], state[1])
     it = 0
+    history = [res]
     while it < max_iter and res > TOL * problem.scale and state[1].any():
+        if len(history) > 4 and res > 0.5 * history[-5]:
+            break                    # stalled: no stationary point nearby (see README)
         it += 1
         step = _newton_step(s, *state)
         alpha, accepted = 1.0, False
@@ -81,6 +84,7 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
             alpha *= 0.5
         if not accepted:
             break
+        history.append(res)
     return Refinement(s, it, res, int(state[1].sum()))
 
 
