@@ -11,7 +11,9 @@ import difflib
 import hashlib
 import math
 import os
+import sys
 import warnings
+from fractions import Fraction
 
 import numpy as np
 from numba import njit, vectorize
@@ -19,19 +21,19 @@ from numba import njit, vectorize
 from .errors import FewbitError
 
 DISTRIBUTIONS: dict[str, str] = {
-    "normal": "normal:MEAN,STD       Gaussian (alias gaussian); default normal:0,1",
-    "uniform": "uniform:A,B          uniform on [A, B]; default uniform:-1,1",
-    "laplace": "laplace:LOC,SCALE    double exponential; default laplace:0,1",
-    "logistic": "logistic:LOC,SCALE  logistic; default logistic:0,1",
-    "student-t": "student-t:DF[,LOC,SCALE]  Student's t (alias t); DF required, LOC 0, SCALE 1",
-    "samples": "samples:PATH         empirical: .npy, .npz[#KEY], .pt/.pth, .csv/.txt (one value a line)",
+    "normal": "normal[:MEAN[,STD]] Gaussian (alias gaussian), default normal:0,1",
+    "uniform": "uniform[:A[,B]] flat on [A, B], default uniform:-1,1",
+    "laplace": "laplace[:LOC[,SCALE]] double exponential, default laplace:0,1",
+    "logistic": "logistic[:LOC[,SCALE]] logistic, default logistic:0,1",
+    "student-t": "student-t:DF[,LOC[,SCALE]] Student's t (alias t), DF required, default LOC 0, SCALE 1",
+    "samples": "samples:PATH the exact mean over values in .npy, .npz[#KEY], .pt/.pth, .csv/.txt",
 }
 _ALIASES = {"gaussian": "normal", "t": "student-t", "student_t": "student-t", "studentt": "student-t"}
 
 
 # ----------------------------------------------------------------------------- kernels
 
-@vectorize(["float64(float64)"], cache=True)
+@vectorize(cache=True)   # compiled on first call: importing stays cheap
 def _erfc(x):
     return math.erfc(x)
 
@@ -44,9 +46,10 @@ def _beta_cf(a, b, x):
     d = 1.0 - (a + b) * x / (a + 1.0)
     d = 1.0 / (tiny if abs(d) < tiny else d)
     h = d
-    for m in range(1, 100000):
-        for aa in (m * (b - m) * x / ((a + 2 * m - 1.0) * (a + 2 * m)),
-                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1.0))):
+    for m in range(1, 1000):
+        # the two partial numerators of step m, as ratios so that huge a cannot overflow
+        for aa in (m * (b - m) / (a + 2 * m - 1.0) / (a + 2 * m) * x,
+                   -(a + m) / (a + 2 * m) * ((a + b + m) / (a + 2 * m + 1.0)) * x):
             d = 1.0 + aa * d
             d = 1.0 / (tiny if abs(d) < tiny else d)
             c = 1.0 + aa / c
@@ -57,9 +60,39 @@ def _beta_cf(a, b, x):
     return h
 
 
-@vectorize(["float64(float64, float64, float64)"], cache=True)
+def _sqrt_v_over_1_minus_exp_coefs(n: int) -> np.ndarray:
+    """Taylor coefficients of g(v) = sqrt(v / (1 - e^-v)), exact rationals rounded once."""
+    f = [Fraction((-1) ** k, math.factorial(k + 1)) for k in range(n)]   # (1 - e^-v) / v
+    c = [Fraction(1)]                                                    # c = f^(-1/2), Miller
+    for m in range(1, n):
+        c.append(sum((Fraction(k, 2) - m) * f[k] * c[m - k] for k in range(1, m + 1)) / m)
+    return np.array([float(x) for x in c])
+
+
+_G_COEFS = _sqrt_v_over_1_minus_exp_coefs(48)
+
+
+@njit(cache=True)
+def _t_tail_large_df(a, lg, log_beta):
+    """I_x(a, 1/2) for a >= 10 and lg = -log x <= 2, with g(v) = sqrt(v / (1 - e^-v)):
+    B I = int_lg^inf e^(-a v) v^(-1/2) g(v) dv = sum_k g_k Gamma(k + 1/2, a lg) / a^(k + 1/2)."""
+    z = a * lg
+    gk = math.sqrt(math.pi / a) * math.erfc(math.sqrt(z))   # Gamma(1/2, z) / a^(1/2)
+    ek = math.sqrt(lg) * math.exp(-z) / a                   # lg^(k-1/2) e^-z / a, k = 1
+    total = _G_COEFS[0] * gk
+    for k in range(1, _G_COEFS.size):
+        gk = (k - 0.5) / a * gk + ek                         # upward recurrence, all terms > 0
+        ek *= lg
+        term = _G_COEFS[k] * gk
+        total += term
+        if abs(term) < 1e-17 * total:
+            break
+    return total * math.exp(-log_beta)
+
+
+@vectorize(cache=True)
 def _t_lower_tail(z, df, log_beta):
-    """P(T <= -|z|) for Student's t with `df` = 0.5 I_x(df/2, 1/2), x = df / (df + z^2)."""
+    """P(T <= -|z|) = I_x(df/2, 1/2) / 2 with x = df / (df + z^2), T Student's t with df dof."""
     az = abs(z)
     if az != az:
         return az
@@ -68,8 +101,8 @@ def _t_lower_tail(z, df, log_beta):
     if az == math.inf:
         return 0.0
     # log x and log y = log(1 - x) without cancellation or overflow; a * log_x can be huge
-    if az < 1e150:
-        r = az * az / df
+    r = az * az / df
+    if r < math.inf:
         log_x = -math.log1p(r)
         log_y = math.log(r) + log_x if r <= 1.0 else -math.log1p(1.0 / r)
     else:
@@ -77,6 +110,8 @@ def _t_lower_tail(z, df, log_beta):
         log_y = -math.log1p(math.exp(log_s))
         log_x = log_s + log_y
     a, b = 0.5 * df, 0.5
+    if a >= 10.0 and log_x >= -2.0:   # x near 1, a large: the fraction's rounding reaches 1e-13
+        return 0.5 * _t_tail_large_df(a, -log_x, log_beta)
     x = math.exp(log_x)
     front = math.exp(a * log_x + b * log_y - log_beta)
     if x < (a + 1.0) / (a + b + 2.0):
@@ -87,7 +122,7 @@ def _t_lower_tail(z, df, log_beta):
 def _stirling_tail(z: float) -> float:
     """lgamma(z) - ((z - 1/2) log z - z + log(2 pi) / 2) for z >= 10, to double precision."""
     coefs = (1 / 12, -1 / 360, 1 / 1260, -1 / 1680, 1 / 1188, -691 / 360360, 1 / 156, -3617 / 122400)
-    return sum(c / z ** (2 * k + 1) for k, c in enumerate(coefs))
+    return sum(c * (1.0 / z) ** (2 * k + 1) for k, c in enumerate(coefs))   # underflows, never overflows
 
 
 def _log_beta(a: float, b: float) -> float:
@@ -98,6 +133,11 @@ def _log_beta(a: float, b: float) -> float:
     # lgamma(hi + lo) - lgamma(hi) by Stirling, free of the cancellation of ~hi*log(hi)
     diff = (hi - 0.5) * math.log1p(lo / hi) + lo * math.log(hi + lo) - lo
     return math.lgamma(lo) - diff - _stirling_tail(hi + lo) + _stirling_tail(hi)
+
+
+def _check_tail(tail: float) -> None:
+    if not 0.0 < tail < 0.5:
+        raise FewbitError(f"quantile_range: tail must be in (0, 0.5), got {tail}")
 
 
 def _fmt(v: float) -> str:
@@ -127,7 +167,8 @@ class Distribution:
     name = ""
     _param_names: tuple[str, ...] = ()
     _defaults: tuple[float, ...] = ()   # values of the trailing parameters when omitted
-    _kinks_std: tuple[float, ...] = ()
+    kinks: tuple[float, ...] = ()
+    support: tuple[float, float] = (-math.inf, math.inf)
 
     def __init__(self, *values: float):
         names, required = self._param_names, len(self._param_names) - len(self._defaults)
@@ -144,32 +185,20 @@ class Distribution:
                 raise FewbitError(f"{self.name}: parameter {n} = {v!r} is not a number") from None
             if not math.isfinite(v):
                 raise FewbitError(f"{self.name}: parameter {n} = {v} is not finite")
-            self.params[n] = v
+            self.params[n] = v + 0.0   # -0.0 -> 0.0: equal params give equal specs
         self._check()
 
     def _check(self) -> None:
         if self.scale <= 0:
-            raise FewbitError(f"{self.name}: scale must be > 0, got {self.scale}")
+            raise FewbitError(f"{self.name}: {self._param_names[-1]} must be > 0, got {self.scale}")
 
-    @property
-    def loc(self) -> float:
-        return self.params["loc"]
-
-    @property
-    def scale(self) -> float:
-        return self.params["scale"]
+    # location and scale are the last two parameters (uniform overrides both)
+    loc = property(lambda self: self.params[self._param_names[-2]])
+    scale = property(lambda self: self.params[self._param_names[-1]])
 
     @property
     def spec(self) -> str:
         return f"{self.name}:{','.join(_fmt(v) for v in self.params.values())}"
-
-    @property
-    def kinks(self) -> tuple[float, ...]:
-        return tuple(self.loc + self.scale * k for k in self._kinks_std)
-
-    @property
-    def support(self) -> tuple[float, float]:
-        return (-math.inf, math.inf)
 
     def _z(self, x) -> np.ndarray:
         with np.errstate(over="ignore"):
@@ -197,11 +226,15 @@ class Distribution:
         ----------
         tail : float
             Probability left out on each side, ``0 < tail < 0.5``.
+
+        Where the quantile lies beyond the double range (t with df below ~1 and a tiny tail)
+        the largest finite double is returned, and ``cdf(lo) > tail`` there.
         """
-        if not 0.0 < tail < 0.5:
-            raise FewbitError(f"quantile_range: tail must be in (0, 0.5), got {tail}")
-        z = self._left_quantile_std(tail)
-        return self.loc + self.scale * z, self.loc - self.scale * z
+        _check_tail(tail)
+        with np.errstate(over="ignore", under="ignore"):
+            z = self._left_quantile_std(tail)
+        big = sys.float_info.max
+        return max(self.loc + self.scale * z, -big), min(self.loc - self.scale * z, big)
 
     def _left_quantile_std(self, tail: float) -> float:
         """Bisection for z < 0 with cdf_std(z) = tail, to adjacent floats."""
@@ -234,18 +267,12 @@ class Distribution:
 
 class Normal(Distribution):
     name, _param_names, _defaults = "normal", ("mean", "std"), (0.0, 1.0)
-    loc = property(lambda self: self.params["mean"])
-    scale = property(lambda self: self.params["std"])
-
-    def _check(self):
-        if self.scale <= 0:
-            raise FewbitError(f"normal: std must be > 0, got {self.scale}")
 
     def _pdf_std(self, z):
         return np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
 
     def _cdf_std(self, z):
-        return 0.5 * _erfc(-z / math.sqrt(2.0))
+        return 0.5 * _erfc(-z / math.sqrt(2.0))   # erfc, not 1 - erf: relative accuracy in the tail
 
 
 class Uniform(Distribution):
@@ -277,16 +304,14 @@ class Uniform(Distribution):
             return np.clip((self.params["b"] - np.asarray(x, dtype=np.float64)) / self.scale, 0.0, 1.0)
 
     def quantile_range(self, tail):
-        Distribution.quantile_range(self, tail)  # validates tail
+        _check_tail(tail)
         a, b = self.support
         return a + tail * (b - a), b - tail * (b - a)
 
-    def _left_quantile_std(self, tail):
-        return tail - 0.5
-
 
 class Laplace(Distribution):
-    name, _param_names, _defaults, _kinks_std = "laplace", ("loc", "scale"), (0.0, 1.0), (0.0,)
+    name, _param_names, _defaults = "laplace", ("loc", "scale"), (0.0, 1.0)
+    kinks = property(lambda self: (self.loc,))
 
     def _pdf_std(self, z):
         return 0.5 * np.exp(-np.abs(z))
@@ -327,11 +352,9 @@ class StudentT(Distribution):
 
     def _pdf_std(self, z):
         df = self.params["df"]
-        az = np.abs(z)
-        small = az < 1e150
-        zs, zb = np.where(small, az, 1.0), np.where(small, 1.0, az)
-        # log1p(z^2 / df), as 2 log|z| - log df (+ a negligible log1p(df / z^2)) where z^2 overflows
-        l1 = np.where(small, np.log1p(zs * zs / df), 2.0 * np.log(zb) - math.log(df))
+        r = z * z / df
+        big = r == np.inf   # there log1p(r) = 2 log|z| - log df + log1p(1 / r), the last 0
+        l1 = np.where(big, 2.0 * np.log(np.where(big, np.abs(z), 1.0)) - math.log(df), np.log1p(r))
         return np.exp(self._log_pdf0 - 0.5 * (df + 1.0) * l1)
 
     def _cdf_std(self, z):
@@ -426,14 +449,15 @@ def _read_text(path: str, csv: bool) -> np.ndarray:
 
 
 def _read_npy(path: str) -> np.ndarray:
-    values = np.load(path, allow_pickle=False)
+    with open(path, "rb") as fh:   # our handle: np.load leaks its own on a corrupt file
+        values = np.load(fh, allow_pickle=False)
     if not isinstance(values, np.ndarray):   # np.load also opens zip archives
         raise FewbitError(f"{path}: not a .npy array file (an .npz archive?)")
     return values
 
 
 def _read_npz(path: str, key: str | None) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as npz:
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
         keys = list(npz.files)
         if key is None and len(keys) != 1:
             raise FewbitError(f"{path}: holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
