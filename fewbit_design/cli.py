@@ -155,10 +155,8 @@ def list_cmd():
 
 
 def _register_table_commands():
-    try:
-        from .cli_tables import COMMANDS
-    except ImportError:       # the table commands are optional while they are being built
-        return
+    from .cli_tables import COMMANDS
+
     for cmd in COMMANDS:
         main.add_command(cmd)
 

@@ -62,8 +62,9 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
         denom = float(g.total[2])
         cont = _contiguous_parametric(g, k) if partition != "levelset" else None
         ls = _levelset_parametric(g, k, cont) if partition != "contiguous" else None
-    if partition == "contiguous" or (partition == "auto" and cont.mse <= ls.mse * (1 + 1e-12)):
-        # on a tie auto keeps the simpler contiguous table
+    tie = 1e-12 * ls.mse + 1e-15 * denom if ls is not None else 0.0
+    if partition == "contiguous" or (partition == "auto" and cont.mse <= ls.mse + tie):
+        # on a tie (to rounding) auto keeps the simpler contiguous table
         best, other = cont, ls
     else:
         best, other = ls, cont

@@ -33,7 +33,7 @@ _ALIASES = {"gaussian": "normal", "t": "student-t", "student_t": "student-t", "s
 
 # ----------------------------------------------------------------------------- kernels
 
-@vectorize(cache=True)   # compiled on first call: importing stays cheap
+@vectorize(["float64(float64)"], cache=True)   # typed: loaded from the on-disk cache
 def _erfc(x):
     return math.erfc(x)
 
@@ -90,7 +90,7 @@ def _t_tail_large_df(a, lg, log_beta):
     return total * math.exp(-log_beta)
 
 
-@vectorize(cache=True)
+@vectorize(["float64(float64, float64, float64)"], cache=True)
 def _t_lower_tail(z, df, log_beta):
     """P(T <= -|z|) = I_x(df/2, 1/2) / 2 with x = df / (df + z^2), T Student's t with df dof."""
     az = abs(z)

@@ -60,7 +60,8 @@ def error_curves(activations, *, bits, distributions, partitions, params=None) -
             dist = parse_distribution(spec)
             for p in partitions:
                 errs = [design(act, b, distribution=dist, partition=p).relative_error for b in bits]
-                curves.append({"activation": str(act), "distribution": dist.spec, "partition": p,
+                label = str(act) if params else act.name      # parameters shown only when given
+                curves.append({"activation": label, "distribution": dist.spec, "partition": p,
                                "bits": list(bits), "relative_error": errs})
     return curves
 
@@ -81,7 +82,7 @@ def plot_error(activations, *, bits=range(1, 9), distributions=("normal:0,1",),
     keys = list(dict.fromkeys(c["distribution"] if by_dist else (c["activation"], c["distribution"])
                               for c in curves))
     colours = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
     for c in curves:
         key = c["distribution"] if by_dist else (c["activation"], c["distribution"])
         who = c["distribution"] if by_dist else (
@@ -100,7 +101,7 @@ def plot_error(activations, *, bits=range(1, 9), distributions=("normal:0,1",),
     if any(np.min(c["relative_error"]) < ERROR_FLOOR for c in curves):
         ax.axhline(ERROR_FLOOR, color="0.6", lw=0.8, ls=":")
         ax.text(bits[0], ERROR_FLOOR * 1.6, "exact (error 0, drawn at 1e-16)", fontsize=7, color="0.4")
-    ax.legend(fontsize=7, ncol=2 if len(curves) > 8 else 1, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

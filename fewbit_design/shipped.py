@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import os
 
+import numpy as np
+
 from .errors import FewbitError
 from .table import Table
 
@@ -62,11 +64,11 @@ def shipped_table(activation: str, bits: int, *, params: dict | None = None,
     from .activations import get_activation
     from .distributions import parse_distribution
 
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
         raise FewbitError(f"bits must be an integer in 1..8, got {bits!r}")
     act = get_activation(activation, params)
     dist = parse_distribution(distribution)
-    key = (act.name, bits, dist.name, _frozen(dist.params), _frozen(act.params))
+    key = (act.name, int(bits), dist.name, _frozen(dist.params), _frozen(act.params))
     return _bundle().get(key)
 
 

@@ -79,6 +79,7 @@ class SweepResult:
     seconds: float = 0.0
     rows: list = field(default_factory=list)
     bundle: str | None = None
+    design_seconds: dict = field(default_factory=dict)     # stem -> seconds inside design()
 
     def __repr__(self) -> str:
         return (f"SweepResult(tables={len(self.rows)}, designed={self.designed}, "
@@ -307,7 +308,8 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
     if n_workers == 1:
         for i in todo:
             try:
-                tables[i] = _finish(_design_job(config.jobs[i]), config.jobs[i], config.formats, out_dir)
+                tables[i] = _finish(_design_job(config.jobs[i]), config.jobs[i], config.formats, out_dir,
+                                    result.design_seconds)
             except FewbitError as e:
                 failed.append((i, e))
             if progress:
@@ -318,14 +320,13 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:
-                    tables[i] = _finish(fut.result(), config.jobs[i], config.formats, out_dir)
+                    tables[i] = _finish(fut.result(), config.jobs[i], config.formats, out_dir,
+                                        result.design_seconds)
                 except FewbitError as e:
                     failed.append((i, e))
                 if progress:
                     progress(1)
     result.designed = len(todo) - len(failed)
-    for i, _ in failed:
-        del tables[i]
 
     def table_of(i):
         if tables[i] is None:
@@ -345,10 +346,10 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
     return result
 
 
-def _finish(d: dict, job: Job, formats, out_dir):
+def _finish(d: dict, job: Job, formats, out_dir, seconds: dict):
     from .table import Table
 
-    d["solver"].pop("seconds", None)    # timing noise would make every re-run rewrite the files
+    seconds[job.stem] = d["solver"].pop("seconds", None)   # kept out of the files: timing noise
     table = Table.from_dict(d, source=job.stem)
     _write_all(table, job, formats, out_dir)
     return table

@@ -208,8 +208,8 @@ def _numeric_list(v, where, *, integer=False) -> np.ndarray:
     out = []
     for i, x in enumerate(v):
         if integer:
-            if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
-                raise FewbitError(f"{where}[{i}] must be an integer, got {x!r}")
+            if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not -2**62 < int(x) < 2**62:
+                raise FewbitError(f"{where}[{i}] must be an integer of reasonable size, got {x!r}")
             out.append(int(x))
         else:
             out.append(_number(x, f"{where}[{i}]"))
