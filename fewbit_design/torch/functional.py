@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..table import Table
 from .packing import pack_codes, unpack_codes
-from .tables import table_constants
+from .tables import canonical_params, table_constants
 
 __all__ = ["fewbit_activation", "torch_activation", "TORCH_FORWARD"]
 
@@ -56,6 +56,7 @@ TORCH_FORWARD = {
     "squared_relu": _squared_relu,
 }
 
+_COMPARE_MAX = 16  # up to this many intervals, m-1 compares beat torch.searchsorted on CPU
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -75,13 +76,19 @@ def _encode(x: torch.Tensor, bounds32, bounds64, code_map) -> torch.Tensor:
     else:
         # fp16/bf16 -> fp32 is exact; bounds32 are rounded up so x >= b32 <=> x >= b
         flat, bounds = flat.float(), bounds32
-    if bounds.numel() == 0:
-        return torch.zeros(flat.shape, dtype=torch.uint8, device=x.device)
-    # number of boundaries <= x; NaN compares false everywhere and lands last (upper bound)
-    interval = torch.searchsorted(bounds, flat, right=True, out_int32=True)
+    m = bounds.shape[0] + 1
+    if m <= _COMPARE_MAX:
+        # interval = #(b <= x) = (m-1) - #(x < b): NaN compares false, so it lands last
+        below = torch.zeros(flat.shape, dtype=torch.uint8, device=x.device)
+        for i in range(m - 1):
+            below += flat < bounds[i]
+        interval = (m - 1) - below
+    else:
+        # same count by binary search (upper bound): NaN also lands last
+        interval = torch.searchsorted(bounds, flat, right=True, out_int32=True)
     if code_map is None:
         return interval.to(torch.uint8)
-    return code_map[interval]
+    return code_map.index_select(0, interval.int())
 
 
 class FewbitFunction(torch.autograd.Function):
@@ -92,7 +99,7 @@ class FewbitFunction(torch.autograd.Function):
         y = TORCH_FORWARD[name](x, **params)
         packed = pack_codes(_encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
         ctx.save_for_backward(packed)
-        ctx.levels = levels  # cached per device, shared by every call: not saved per call
+        ctx.levels = levels  # a constant shared by every call (module buffer / per-device cache)
         ctx.bits, ctx.shape, ctx.dtype = bits, x.shape, x.dtype
         return y
 
@@ -101,16 +108,15 @@ class FewbitFunction(torch.autograd.Function):
         (packed,) = ctx.saved_tensors
         n = grad_y.numel()
         codes = unpack_codes(packed, ctx.bits, n)                      # (n,) uint8
-        scale = ctx.levels[codes.long()].view(ctx.shape)               # float32, x's shape
+        scale = ctx.levels.index_select(0, codes.int()).view(ctx.shape)  # float32, x's shape
         grad_x = (grad_y.float() * scale).to(ctx.dtype)
         return grad_x, None, None, None, None, None, None, None
 
 
-def _apply(x: torch.Tensor, table: Table, name: str, params: dict) -> torch.Tensor:
+def _apply(x: torch.Tensor, name: str, params: dict, bits: int, bounds32, bounds64, code_map, levels):
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return TORCH_FORWARD[name](x, **params)
-    c = table_constants(table, x.device)
-    return FewbitFunction.apply(x, c.bounds32, c.bounds64, c.code_map, c.levels, name, params, c.bits)
+        return TORCH_FORWARD[name](x, **params)  # nothing to save
+    return FewbitFunction.apply(x, bounds32, bounds64, code_map, levels, name, params, bits)
 
 
 def fewbit_activation(x: torch.Tensor, table: Table) -> torch.Tensor:
@@ -137,4 +143,6 @@ def fewbit_activation(x: torch.Tensor, table: Table) -> torch.Tensor:
         raise ValueError(f"activation {table.activation!r} has no torch implementation in fewbit_design.torch")
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"fewbit activations take a floating tensor, got {x.dtype}")
-    return _apply(x, table, table.activation, dict(table.params))
+    c = table_constants(table, x.device)
+    return _apply(x, table.activation, canonical_params(table.activation, table.params), c.bits,
+                  c.bounds32, c.bounds64, c.code_map, c.levels)

@@ -24,7 +24,8 @@ zero-padded to 16 elements)::
 
 Why planes: a GPU program that owns a block of 8k elements writes (and later reads) k
 consecutive bytes in each plane, so every plane is accessed in coalesced runs whatever b is;
-no element straddles a byte. Size: b * ceil(n/8) <= ceil(n*b/8) + 7 bytes.
+no element straddles a byte. Size: b * ceil(n/8) <= ceil(n*b/8) + 7 bytes. The plain torch
+code below handles 8 codes as one little-endian int64 word (torch runs little-endian only).
 """
 
 from __future__ import annotations
@@ -43,6 +44,22 @@ def _check_bits(bits) -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
         raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
     return bits
+
+
+# 8 codes are handled as one little-endian int64 word (code j of the group in byte j);
+# these masks move bit 0 of each byte into one byte (gather) and back (spread).
+_GATHER = ((7, 0x0003000300030003), (14, 0x0000000F0000000F), (28, 0xFF))
+_SPREAD = ((28, 0x0000000F0000000F), (14, 0x0003000300030003), (7, 0x0101010101010101))
+_ONES = 0x0101010101010101
+
+
+def _words(flat: torch.Tensor, nbytes: int) -> torch.Tensor:
+    """(B,) int64 view of the codes zero-padded to 8 * B bytes."""
+    if flat.numel() != 8 * nbytes or flat.storage_offset() % 8 or not flat.is_contiguous():
+        padded = flat.new_zeros(8 * nbytes)
+        padded[: flat.numel()] = flat
+        flat = padded
+    return flat.view(torch.int64)
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -65,16 +82,14 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     if codes.dtype != torch.uint8:
         raise TypeError(f"codes must be a uint8 tensor, got {codes.dtype}")
     flat = codes.reshape(-1)
-    n = flat.numel()
-    nbytes = (n + 7) // 8
-    if n % 8:
-        flat = torch.cat([flat, flat.new_zeros(8 * nbytes - n)])
-    cols = flat.view(nbytes, 8)                                               # (B, 8)
-    shifts = torch.arange(bits, device=codes.device, dtype=torch.uint8).view(bits, 1)
-    out = torch.zeros(bits, nbytes, dtype=torch.uint8, device=codes.device)  # (b, B)
-    for j in range(8):
-        # out[p, k] |= bit p of code 8k+j, placed at bit j
-        out |= ((cols[:, j].view(1, nbytes) >> shifts) & 1) << j
+    nbytes = (flat.numel() + 7) // 8
+    words = _words(flat, nbytes)                                               # (B,) 8 codes each
+    out = torch.empty(bits, nbytes, dtype=torch.uint8, device=codes.device)   # (b, B)
+    for p in range(bits):
+        w = (words >> p) & _ONES  # bit p of code j -> bit 8j
+        for shift, mask in _GATHER:  # bit 8j -> bit j
+            w = (w | (w >> shift)) & mask
+        out[p] = w
     return out.view(-1)
 
 
@@ -95,13 +110,11 @@ def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     if packed.dtype != torch.uint8 or packed.numel() != bits * nbytes:
         raise ValueError(f"packed must be {bits * nbytes} uint8 bytes for n={n}, bits={bits}; "
                          f"got {packed.numel()} {packed.dtype}")
-    planes = packed.reshape(bits, nbytes)                                     # (b, B)
-    out = torch.zeros(nbytes, 8, dtype=torch.uint8, device=packed.device)     # (B, 8)
+    planes = packed.reshape(bits, nbytes)                                      # (b, B)
+    words = torch.zeros(nbytes, dtype=torch.int64, device=packed.device)      # (B,) 8 codes each
     for p in range(bits):
-        # code 8k+j gets bit j of planes[p, k] as its bit p
-        bits_p = (planes[p].view(nbytes, 1) >> _BIT_INDEX.to(packed.device)) & 1  # (B, 8)
-        out |= bits_p << p
-    return out.view(-1)[:n]
-
-
-_BIT_INDEX = torch.arange(8, dtype=torch.uint8).view(1, 8)
+        w = planes[p].to(torch.int64)
+        for shift, mask in _SPREAD:  # bit j -> bit 8j
+            w = (w | (w << shift)) & mask
+        words |= w << p
+    return words.view(torch.uint8)[:n]

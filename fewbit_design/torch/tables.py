@@ -61,7 +61,7 @@ def _default_table(activation: str, bits: int, params: tuple) -> Table:
         if isinstance(table, Table):
             return table
     from ..design import design
-    return design(activation, bits, distribution=DEFAULT_DISTRIBUTION, params=p)
+    return design(activation, bits, distribution=DEFAULT_DISTRIBUTION, params=p, partition="auto")
 
 
 def default_table(activation: str, bits: int = DEFAULT_BITS, params: dict | None = None) -> Table:
