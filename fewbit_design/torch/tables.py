@@ -52,15 +52,12 @@ def load_table(source) -> Table:
 @functools.lru_cache(maxsize=None)
 def _default_table(activation: str, bits: int, params: tuple) -> Table:
     p = dict(params)
-    try:
-        from ..shipped import shipped_table
-    except ImportError:
-        shipped_table = None
-    if shipped_table is not None:
-        table = shipped_table(activation, bits, params=p, distribution=DEFAULT_DISTRIBUTION)
-        if isinstance(table, Table):
-            return table
     from ..design import design
+    from ..shipped import shipped_table
+
+    table = shipped_table(activation, bits, params=p, distribution=DEFAULT_DISTRIBUTION)
+    if table is not None:
+        return table
     return design(activation, bits, distribution=DEFAULT_DISTRIBUTION, params=p, partition="auto")
 
 
