@@ -68,6 +68,15 @@ def main():
     subprocess.run(cmd, check=True, capture_output=True)
     t, _ = timeit(lambda: subprocess.run(cmd, check=True, capture_output=True), repeat=7, warmup=0)
     rows.append(("process `fewbit-design gelu --bits 3`", fmt(t), ""))
+    # numba's own floor: import numba, load one cached trivial kernel, call it
+    floor = ("import numba\n@numba.njit(cache=True)\ndef f(x):\n    return x + 1\nf(1.0)\n")
+    cmd = [sys.executable, "-c", floor]
+    subprocess.run(cmd, check=True)
+    t, _ = timeit(lambda: subprocess.run(cmd, check=True), repeat=7, warmup=0)
+    rows.append(("process: numba floor (import + one cached kernel)", fmt(t), ""))
+    cmd = [sys.executable, "-c", "import numpy"]
+    t, _ = timeit(lambda: subprocess.run(cmd, check=True), repeat=7, warmup=0)
+    rows.append(("process: `python -c 'import numpy'`", fmt(t), ""))
     print("| what | time: median [20 %, 80 %] | relative error |")
     print("|---|---|---|")
     for r in rows:

@@ -13,7 +13,6 @@ import math
 import os
 import sys
 import warnings
-from fractions import Fraction
 
 import numpy as np
 from numba import njit, vectorize
@@ -33,9 +32,9 @@ _ALIASES = {"gaussian": "normal", "t": "student-t", "student_t": "student-t", "s
 
 # ----------------------------------------------------------------------------- kernels
 
-@vectorize(["float64(float64)"], cache=True)   # typed: loaded from the on-disk cache
 def _erfc(x):
-    return math.erfc(x)
+    """math.erfc elementwise (cdf/sf are only needed off the hot path: quantiles, checks)."""
+    return np.asarray(np.frompyfunc(math.erfc, 1, 1)(x), dtype=np.float64)
 
 
 @njit(cache=True)
@@ -60,16 +59,26 @@ def _beta_cf(a, b, x):
     return h
 
 
-def _sqrt_v_over_1_minus_exp_coefs(n: int) -> np.ndarray:
-    """Taylor coefficients of g(v) = sqrt(v / (1 - e^-v)), exact rationals rounded once."""
-    f = [Fraction((-1) ** k, math.factorial(k + 1)) for k in range(n)]   # (1 - e^-v) / v
-    c = [Fraction(1)]                                                    # c = f^(-1/2), Miller
-    for m in range(1, n):
-        c.append(sum((Fraction(k, 2) - m) * f[k] * c[m - k] for k in range(1, m + 1)) / m)
-    return np.array([float(x) for x in c])
-
-
-_G_COEFS = _sqrt_v_over_1_minus_exp_coefs(48)
+# Taylor coefficients of g(v) = sqrt(v / (1 - e^-v)); tests/test_distributions.py derives them
+# again from exact rationals (they are literals here because that takes 0.2 s at import).
+_G_COEFS = np.array([
+    1.0, 0.25, 0.010416666666666666,
+    -0.0026041666666666665, -9.765625e-05, 5.154079861111111e-05,
+    1.2756024718915344e-06, -1.110097087880291e-06, -1.9670584004181822e-08,
+    2.4836319884715677e-08, 3.3966619960386745e-10, -5.690071833942187e-10,
+    -6.3372301556671304e-12, 1.3251315155878903e-11, 1.2468358960996804e-13,
+    -3.1229993780631886e-13, -2.546988626356897e-15, 7.426702350918158e-15,
+    5.3488858900327365e-17, -1.778579261088922e-16, -1.1473989542270475e-18,
+    4.283476654726128e-18, 2.5030337435180244e-20, -1.0363862910759544e-19,
+    -5.535498379178477e-22, 2.517185267159961e-21, 1.2381595956438125e-23,
+    -6.133662439105411e-23, -2.7961370314294057e-25, 1.498765280596104e-24,
+    6.366526460482833e-27, -3.671087546930156e-26, -1.4599270865193941e-28,
+    9.010976669173599e-28, 3.368660192590825e-30, -2.2159341408901155e-29,
+    -7.815602857789675e-32, 5.458327666294986e-31, 1.8221419484278716e-33,
+    -1.3464936033422798e-32, -4.266714665748715e-35, 3.3260325260155413e-34,
+    1.00301501906604e-36, -8.22566449585671e-36, -2.3662552691142336e-38,
+    2.036526840751615e-37, 5.600362123454947e-40, -5.047106964769252e-39,
+])
 
 
 @njit(cache=True)
@@ -90,8 +99,19 @@ def _t_tail_large_df(a, lg, log_beta):
     return total * math.exp(-log_beta)
 
 
-@vectorize(["float64(float64, float64, float64)"], cache=True)
 def _t_lower_tail(z, df, log_beta):
+    """Elementwise _t_lower_tail_scalar; the numba ufunc is built on first use (a
+    Student-t weight), so that designs under other weights do not pay for loading it."""
+    global _t_lower_tail_ufunc
+    if _t_lower_tail_ufunc is None:
+        _t_lower_tail_ufunc = vectorize(["float64(float64, float64, float64)"], cache=True)(_t_lower_tail_scalar)
+    return _t_lower_tail_ufunc(z, df, log_beta)
+
+
+_t_lower_tail_ufunc = None
+
+
+def _t_lower_tail_scalar(z, df, log_beta):
     """P(T <= -|z|) = I_x(df/2, 1/2) / 2 with x = df / (df + z^2), T Student's t with df dof."""
     az = abs(z)
     if az != az:

@@ -326,3 +326,21 @@ def test_samples_from_array():
     for bad in [[], [1.0, 1.0], [np.nan], ["a", "b"], [None, 1.0]]:
         with pytest.raises(FewbitError, match="array"):
             samples_from_array(bad, source="array")
+
+
+def _sqrt_v_over_1_minus_exp_coefs(n):
+    """Taylor coefficients of g(v) = sqrt(v / (1 - e^-v)), exact rationals rounded once."""
+    import math
+    from fractions import Fraction
+
+    f = [Fraction((-1) ** k, math.factorial(k + 1)) for k in range(n)]   # (1 - e^-v) / v
+    c = [Fraction(1)]                                                    # c = f^(-1/2), Miller
+    for m in range(1, n):
+        c.append(sum((Fraction(k, 2) - m) * f[k] * c[m - k] for k in range(1, m + 1)) / m)
+    return np.array([float(x) for x in c])
+
+
+def test_student_t_series_coefficients_are_the_exact_ones():
+    from fewbit_design.distributions import _G_COEFS
+
+    np.testing.assert_array_equal(_G_COEFS, _sqrt_v_over_1_minus_exp_coefs(48))
