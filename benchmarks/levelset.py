@@ -26,7 +26,11 @@ def main():
             for bits in (1, 2, 3, 4):
                 c = design(name, bits, distribution=dist, partition="contiguous")
                 ls = design(name, bits, distribution=dist, partition="levelset")
-                ratio = f"{c.mse / ls.mse:.2f}" if ls.mse > 0 else ("exact" if c.mse > 0 else "both exact")
+                exact = 1e-15            # relative errors below this are 0 to rounding
+                if ls.relative_error < exact:
+                    ratio = "both exact" if c.relative_error < exact else "level-set exact"
+                else:
+                    ratio = f"{c.mse / ls.mse:.2f}"
                 print(f"| {name} | {bits} | {c.relative_error:.3e} | {ls.relative_error:.3e} | {ratio} | "
                       f"{ls.n_intervals} |")
     print("\n| 8-bit level-set design, warm | time: median [20 %, 80 %] |")

@@ -23,7 +23,7 @@ PARTITION_CHOICES = (*PARTITIONS, "auto")
 
 
 def design(activation, bits: int, *, distribution="normal:0,1", params=None,
-           partition: str = "contiguous", grid: int | None = None) -> Table:
+           partition: str = "auto", grid: int | None = None) -> Table:
     """Design the optimal b-bit table for f' under the input weight `distribution`.
 
     Parameters
@@ -35,7 +35,7 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
         a Distribution, or Samples.
     params : activation parameters, e.g. {"alpha": 0.2}.
     partition : "contiguous" (one interval per code), "levelset" (a code may cover several
-        intervals) or "auto" (the better of the two).
+        intervals) or "auto" (the default: both, keeping the lower error; contiguous on a tie).
     grid : number of core cells for the DP (default 1024).
 
     Returns
@@ -130,10 +130,12 @@ def _contiguous_parametric(grid, k) -> _Candidate:
 
 def _levelset_parametric(grid, k, contiguous: _Candidate | None) -> _Candidate:
     act, dist = grid.act, grid.dist
-    s0, c0, y0 = design_levelset_grid(grid, k)
+    scale = max(1.0, float(np.max(np.abs(act.df(grid.edges)))))
+    s0, c0, y0 = merge_equal_codes(*design_levelset_grid(grid, k), scale)
     y0 = snap_constant_levels(grid, s0, c0, y0)
     e0 = _pieces_error(act, dist, grid.edges, s0, y0[c0])
     s1, c1, y1, ref = refine_levelset(grid, y0)
+    s1, c1, y1 = merge_equal_codes(s1, c1, y1, scale)
     y1 = snap_constant_levels(grid, s1, c1, y1)
     e1 = _pieces_error(act, dist, grid.edges, s1, y1[c1])
     solver = {
@@ -208,16 +210,36 @@ def snap_constant_levels(grid, s, codes, y):
     """Where f' is constant over all of a code's x, its level is that constant exactly.
 
     (S1/S0 would be off by an ulp, leaving an error of 1e-35 where the answer is 0.)
+    f' is sampled at the midpoints of the pieces between cell edges and boundaries, so the
+    torch convention for f' at a kink itself does not matter.
     """
-    e = grid.edges
-    fe = grid.act.df(e)
-    code_of_edge = codes[np.searchsorted(s, e, side="right")]
+    pts = np.union1d(grid.edges, s)
+    mid = 0.5 * (pts[:-1] + pts[1:])
+    fm = grid.act.df(mid)
+    code_of = codes[np.searchsorted(s, mid, side="right")]
     y = y.copy()
     for c in range(y.size):
-        v = fe[code_of_edge == c]
+        v = fm[code_of == c]
         if v.size and v.min() == v.max() and abs(y[c] - v[0]) <= 1e-12 * max(1.0, abs(v[0])):
             y[c] = v[0]
     return y
+
+
+def merge_equal_codes(s, codes, levels, scale):
+    """Give codes whose levels agree to 1e-13·scale one code; drop boundaries inside a code.
+
+    When f' takes fewer values than there are levels, the DP splits a value among codes
+    at no cost; merging keeps the table as simple as the function.
+    """
+    order = np.argsort(levels, kind="stable")
+    new_of_sorted = np.concatenate([[0], np.cumsum(np.diff(levels[order]) > 1e-13 * scale)])
+    remap = np.empty(levels.size, dtype=np.int64)
+    remap[order] = new_of_sorted
+    merged = np.zeros(int(new_of_sorted[-1]) + 1)
+    merged[new_of_sorted] = levels[order]          # one representative per merged code
+    c = remap[codes]
+    keep = c[1:] != c[:-1]
+    return s[keep], c[np.concatenate([[True], keep])], merged
 
 
 # -- errors -----------------------------------------------------------------------------
