@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..table import Table
+from . import kernels
 from .packing import pack_codes, unpack_codes
 from .tables import canonical_params, table_constants
 
@@ -91,13 +92,25 @@ def _encode(x: torch.Tensor, bounds32, bounds64, code_map) -> torch.Tensor:
     return code_map.index_select(0, interval.int())
 
 
+def _use_kernels(t: torch.Tensor) -> bool:
+    """The fused Triton kernels serve CUDA tensors of 16/32-bit floats when Triton is there."""
+    return t.is_cuda and t.dtype in (torch.float16, torch.bfloat16, torch.float32) and kernels.triton_available(t.device)
+
+
 class FewbitFunction(torch.autograd.Function):
     """y = f(x) exactly; saves only the packed b-bit codes; grad_x = grad_y * levels[code]."""
 
     @staticmethod
     def forward(ctx, x, bounds32, bounds64, code_map, levels, name, params, bits):
-        y = TORCH_FORWARD[name](x, **params)
-        packed = pack_codes(_encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
+        if _use_kernels(x) and x.is_contiguous():
+            # one pass over x: f(x) where the kernel's f is bit for bit torch's, codes, packing
+            exact = name in kernels.FUSED_ACTIVATIONS and kernels.fused_y_exact(name, x.dtype, x.device, params)
+            y, packed = kernels.fused_forward(x, bounds32, code_map, bits, name if exact else None, params)
+            if y is None:
+                y = TORCH_FORWARD[name](x, **params)
+        else:
+            y = TORCH_FORWARD[name](x, **params)
+            packed = pack_codes(_encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
         ctx.save_for_backward(packed)
         ctx.levels = levels  # a constant shared by every call (module buffer / per-device cache)
         ctx.bits, ctx.shape, ctx.dtype = bits, x.shape, x.dtype
@@ -106,6 +119,9 @@ class FewbitFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (packed,) = ctx.saved_tensors
+        if _use_kernels(grad_y) and ctx.dtype != torch.float64:   # same bytes on either path
+            grad_x = kernels.fused_backward(packed, grad_y, ctx.levels, ctx.bits, dtype=ctx.dtype)
+            return grad_x, None, None, None, None, None, None, None
         n = grad_y.numel()
         codes = unpack_codes(packed, ctx.bits, n)                      # (n,) uint8
         scale = ctx.levels.index_select(0, codes.int()).view(ctx.shape)  # float32, x's shape

@@ -1,0 +1,184 @@
+"""Fused Triton kernels vs native GELU vs the plain torch fewbit path (CUDA only).
+
+    python benchmarks/kernels.py            # n = 2^24, 2^26, 2^28; bits 1-4 and 8
+    python benchmarks/kernels.py --quick    # n = 2^24 only
+    python benchmarks/kernels.py --tune     # also: block size, warps and search kind
+
+First checks, for every fused activation and dtype, that the kernel's y is bit for bit torch's
+(every float16 / bfloat16 value; 2^22 float32 bit patterns). Then, for GELU in bf16 and fp32,
+times forward and backward (CUDA events: median [20 %, 80 %] of 20 runs) and reports GB/s
+against the bytes each path must move:
+
+    native  forward  read x, write y                    backward  read g, read x, write grad
+    fewbit  forward  read x, write y, write b/8 codes   backward  read b/8 codes, read g, write grad
+
+"plain" is the torch fewbit path and "torch y + codes" F.gelu followed by the kernel with
+ACT = 0 (the fallback where the fused y is not torch's bit for bit), both timed against the
+same bytes. "exact" says whether the fused y equals torch's, and the fused bytes and gradients
+the plain path's.
+"""
+
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fewbit_design.table import Table
+from fewbit_design.torch import kernels
+from fewbit_design.torch.functional import TORCH_FORWARD
+from fewbit_design.torch.kernels import FUSED_ACTIVATIONS, fused_backward, fused_forward, triton_available
+from fewbit_design.torch.packing import pack_codes, packed_nbytes, unpack_codes
+from fewbit_design.torch.tables import table_constants
+
+PARAMS = {"leaky_relu": {"negative_slope": 0.01}}
+
+
+def cuda_time(fn, *, repeat=20, warmup=3):
+    """(median, q20, q80) seconds of fn() by CUDA events, and the last result."""
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    q20, med, q80 = np.quantile(times, [0.2, 0.5, 0.8])
+    return (med, q20, q80), out
+
+
+def fmt_us(t):
+    med, q20, q80 = t
+    return f"{med * 1e6:.0f} [{q20 * 1e6:.0f}, {q80 * 1e6:.0f}]"
+
+
+def gbps(nbytes, t):
+    return f"{nbytes / t[0] / 1e9:.0f}"
+
+
+def table_for(bits):
+    # 2**bits equal-width intervals on [-4, 4] and random levels: speed and exactness depend on
+    # the table's size, not its values
+    m = 2 ** bits
+    return Table(activation="gelu", bits=bits, boundaries=np.linspace(-4.0, 4.0, m - 1),
+                 codes=np.arange(m), levels=np.random.default_rng(bits).normal(size=m),
+                 mse=0.0, relative_error=0.0)
+
+
+def plain_forward(x, consts, bits):
+    y = F.gelu(x)
+    interval = torch.searchsorted(consts.bounds32, x.reshape(-1).float(), right=True, out_int32=True)
+    codes = interval.to(torch.uint8) if consts.code_map is None else consts.code_map[interval]
+    return y, pack_codes(codes, bits)
+
+
+def plain_backward(packed, g, consts, bits):
+    codes = unpack_codes(packed, bits, g.numel())
+    return (g.float() * consts.levels.index_select(0, codes.int()).view(g.shape)).to(g.dtype)
+
+
+def bit_equal(a, b):
+    if a.dtype.is_floating_point:
+        same = (a == b) | (a.isnan() & b.isnan())
+        same &= a.signbit() == b.signbit()
+    else:
+        same = a == b
+    return int((~same).sum())
+
+
+def exactness_table():
+    consts = table_constants(table_for(3), "cuda")
+    print("\n## fused y vs torch, bit for bit: differing elements (all values of float16 and bfloat16;"
+          " for float32 2^22 bit patterns, a ramp and the special values)\n")
+    print("| activation | float32 | float16 | bfloat16 |")
+    print("|---|---|---|---|")
+    for act in FUSED_ACTIVATIONS:
+        cells = []
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            x = kernels._probe_values(dtype).cuda()
+            y, _ = fused_forward(x, consts.bounds32, None, 3, act, PARAMS.get(act))
+            bad = bit_equal(y, TORCH_FORWARD[act](x, **PARAMS.get(act, {})))
+            cells.append("exact" if bad == 0 else f"{bad} of {x.numel()} differ")
+        print(f"| {act} | " + " | ".join(cells) + " |")
+
+
+def speed_table(sizes, bits_list=(1, 2, 3, 4, 8)):
+    print("\n## GELU forward / backward: time in us, median [20 %, 80 %]; GB/s of the bytes moved\n")
+    print("| dtype | n | bits | path | forward us | fwd GB/s | backward us | bwd GB/s | exact |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for dtype in (torch.bfloat16, torch.float32):
+        es = torch.tensor([], dtype=dtype).element_size()
+        for logn in sizes:
+            n = 1 << logn
+            x = torch.randn(n, device="cuda", dtype=dtype)
+            g = torch.randn(n, device="cuda", dtype=dtype)
+            t_f, _ = cuda_time(lambda: F.gelu(x))
+            t_b, _ = cuda_time(lambda: torch.ops.aten.gelu_backward(g, x))
+            print(f"| {dtype} | 2^{logn} | - | native | {fmt_us(t_f)} | {gbps(2 * n * es, t_f)} | "
+                  f"{fmt_us(t_b)} | {gbps(3 * n * es, t_b)} | |")
+            for bits in bits_list:
+                consts = table_constants(table_for(bits), "cuda")
+                code_bytes = packed_nbytes(n, bits)
+                fwd_bytes, bwd_bytes = 2 * n * es + code_bytes, code_bytes + 2 * n * es
+                t_f, (y, packed) = cuda_time(
+                    lambda: fused_forward(x, consts.bounds32, consts.code_map, bits, "gelu"))
+                t_b, grad = cuda_time(lambda: fused_backward(packed, g, consts.levels, bits))
+                tc_f, _ = cuda_time(
+                    lambda: (F.gelu(x), fused_forward(x, consts.bounds32, consts.code_map, bits)))
+                tp_f, (y_ref, packed_ref) = cuda_time(lambda: plain_forward(x, consts, bits), repeat=10)
+                tp_b, grad_ref = cuda_time(lambda: plain_backward(packed_ref, g, consts, bits), repeat=10)
+                bad = (bit_equal(y, y_ref), bit_equal(packed, packed_ref), bit_equal(grad, grad_ref))
+                exact = "yes" if bad == (0, 0, 0) else f"NO: y {bad[0]}, bytes {bad[1]}, grad {bad[2]}"
+                print(f"| {dtype} | 2^{logn} | {bits} | fused | {fmt_us(t_f)} | {gbps(fwd_bytes, t_f)} | "
+                      f"{fmt_us(t_b)} | {gbps(bwd_bytes, t_b)} | {exact} |")
+                print(f"| {dtype} | 2^{logn} | {bits} | torch y + codes | {fmt_us(tc_f)} | "
+                      f"{gbps(fwd_bytes, tc_f)} | (fused) | | |")
+                print(f"| {dtype} | 2^{logn} | {bits} | plain | {fmt_us(tp_f)} | {gbps(fwd_bytes, tp_f)} | "
+                      f"{fmt_us(tp_b)} | {gbps(bwd_bytes, tp_b)} | |")
+                del y, packed, grad, y_ref, packed_ref, grad_ref
+            del x, g
+            torch.cuda.empty_cache()
+
+
+def tuning_table(logn=26, configs=((128, 4, 1), (256, 4, 1), (128, 8, 1), (64, 2, 1), (128, 4, 3))):
+    """Fused GELU forward / backward over (bytes per program, warps, most bounds searched linearly)."""
+    print(f"\n## tuning: bf16 GELU, n = 2^{logn}, time in us (median)\n")
+    print("| bytes/program | warps | linear up to | bits | forward | backward |")
+    print("|---|---|---|---|---|---|")
+    x = torch.randn(1 << logn, device="cuda", dtype=torch.bfloat16)
+    g = torch.randn_like(x)
+    saved = kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX
+    try:
+        for block, warps, linear in configs:
+            kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX = block, warps, linear
+            for bits in (2, 3, 4, 8):
+                consts = table_constants(table_for(bits), "cuda")
+                t_f, (_, packed) = cuda_time(lambda: fused_forward(x, consts.bounds32, None, bits, "gelu"))
+                t_b, _ = cuda_time(lambda: fused_backward(packed, g, consts.levels, bits))
+                print(f"| {block} | {warps} | {linear} | {bits} | {t_f[0] * 1e6:.0f} | {t_b[0] * 1e6:.0f} |")
+    finally:
+        kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX = saved
+
+
+def main(argv):
+    if not torch.cuda.is_available() or not triton_available("cuda"):
+        print("benchmarks/kernels.py: CUDA (and Triton) required; nothing to do on this machine.")
+        return 0
+    if kernels._interpreted():
+        print("benchmarks/kernels.py: TRITON_INTERPRET=1 is set; unset it to time compiled kernels.")
+        return 0
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+          f"triton {__import__('triton').__version__}")
+    print("libdevice for the transcendental activations:", kernels._torch_libdevice() or "Triton's own")
+    exactness_table()
+    if "--tune" in argv:
+        tuning_table()
+    speed_table([24] if "--quick" in argv else [24, 26, 28])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,295 @@
+"""Fused Triton kernels against the plain torch path: packed bytes, gradients, f(x).
+
+On CPU the kernels run in the Triton interpreter (conftest sets TRITON_INTERPRET=1), where
+codes, bytes and gradients are still exact but the transcendental f(x) comes from numpy, so
+y is compared with a tolerance; the CUDA tests at the bottom check y bit for bit.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from fewbit_design.design import design  # noqa: E402
+from fewbit_design.table import Table  # noqa: E402
+from fewbit_design.torch import kernels  # noqa: E402
+from fewbit_design.torch.functional import TORCH_FORWARD  # noqa: E402
+from fewbit_design.torch.kernels import FUSED_ACTIVATIONS, fused_backward, fused_forward  # noqa: E402
+from fewbit_design.torch.packing import pack_codes, packed_nbytes, unpack_codes  # noqa: E402
+from fewbit_design.torch.tables import table_constants  # noqa: E402
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SIZES = [1, 7, 341, 1023]
+PARAMS = {"leaky_relu": {"negative_slope": 0.01}}
+CUDA = torch.cuda.is_available()
+
+if not kernels.triton_available("cuda" if CUDA else "cpu"):
+    pytest.skip("fused kernels need CUDA or TRITON_INTERPRET=1", allow_module_level=True)
+DEVICE = "cuda" if CUDA and not kernels._interpreted() else "cpu"
+if CUDA and DEVICE == "cpu":
+    pytest.skip("TRITON_INTERPRET=1 on a CUDA machine: run with TRITON_INTERPRET=0 to test the "
+                "compiled kernels", allow_module_level=True)
+
+
+def hand_table(bits, *, levelset=False, seed=0):
+    """Every code in use: 2**bits intervals, or 2**bits + 3 with repeated codes (level set)."""
+    rng = np.random.default_rng(seed)
+    k = 2 ** bits
+    codes = rng.integers(0, k, size=k + 3) if levelset else np.arange(k)
+    m = codes.size
+    return Table(activation="gelu", bits=bits, boundaries=np.linspace(-4.0, 4.0, m - 1), codes=codes,
+                 levels=rng.normal(size=k), mse=0.0, relative_error=0.0,
+                 partition="levelset" if levelset else "contiguous")
+
+
+def inputs(table, n, dtype, seed=0, device=DEVICE):
+    """Normal inputs; the first ones are the special values, boundaries and their neighbours."""
+    gen = torch.Generator().manual_seed(seed)
+    b32 = torch.from_numpy(table.boundaries.astype(np.float32))
+    special = torch.cat([torch.tensor([math.nan, math.inf, -math.inf, 0.0, -0.0]),
+                         b32, torch.nextafter(b32, torch.tensor(math.inf)),
+                         torch.nextafter(b32, torch.tensor(-math.inf))]).to(dtype)
+    special = special[torch.randperm(special.numel(), generator=gen)]
+    x = (torch.randn(n, generator=gen) * 3).to(dtype)
+    k = min(n, special.numel())
+    x[:k] = special[:k]
+    return x.to(device)
+
+
+def plain_codes(x, consts):
+    """The torch path's codes: number of float32 bounds <= x (NaN last), then code_map."""
+    flat = x.reshape(-1).float()
+    if consts.bounds32.numel() == 0:
+        return torch.zeros(flat.shape, dtype=torch.uint8, device=x.device)
+    interval = torch.searchsorted(consts.bounds32, flat, right=True)
+    return interval.to(torch.uint8) if consts.code_map is None else consts.code_map[interval]
+
+
+def plain_backward(packed, g, levels, bits):
+    """FewbitFunction.backward without autograd: unpack, look up, multiply in float32."""
+    codes = unpack_codes(packed, bits, g.numel())
+    scale = levels.index_select(0, codes.int()).view(g.shape)
+    return (g.float() * scale).to(g.dtype)
+
+
+def assert_equal(a, b):
+    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+def test_docstring_example_byte_for_byte():
+    # bounds 0.5, 1.5, ..., 6.5: x = c lands in interval c, so the codes are x itself
+    codes = [5, 3, 0, 7, 1, 6, 2, 4, 6]
+    x = torch.tensor(codes, dtype=torch.float32, device=DEVICE)
+    bounds = torch.arange(7, dtype=torch.float32, device=DEVICE) + 0.5
+    y, packed = fused_forward(x, bounds, None, 3)
+    assert y is None
+    assert packed.tolist() == [0x1B, 0x00, 0x6A, 0x01, 0xA9, 0x01]
+
+
+@pytest.mark.parametrize("levelset", [False, True], ids=["contiguous", "levelset"])
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_packed_bytes_equal_pack_codes(bits, levelset):
+    table = hand_table(bits, levelset=levelset, seed=bits)
+    consts = table_constants(table, DEVICE)
+    assert (consts.code_map is not None) == levelset
+    for dtype in DTYPES:
+        for n in SIZES:
+            x = inputs(table, n, dtype, seed=n)
+            y, packed = fused_forward(x, consts.bounds32, consts.code_map, bits)
+            assert y is None and packed.numel() == packed_nbytes(n, bits)
+            assert_equal(packed, pack_codes(plain_codes(x, consts), bits))
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "levelset"])
+@pytest.mark.parametrize("bits", [1, 3, 8])
+def test_designed_tables_match_table_code(bits, partition):
+    # codes against the Table itself (float64 boundaries, numpy searchsorted)
+    table = design("gelu", bits, partition=partition, grid=64)
+    consts = table_constants(table, DEVICE)
+    x = inputs(table, 1023, torch.float32, seed=bits)
+    _, packed = fused_forward(x, consts.bounds32, consts.code_map, bits)
+    want = table.code(x.cpu().double().numpy()).astype(np.uint8)
+    assert unpack_codes(packed.cpu(), bits, x.numel()).numpy().tolist() == want.tolist()
+
+
+def test_many_programs_and_tails(monkeypatch):
+    # 16 bytes per program: 1023 elements span 8 programs and end inside a byte; 1024 fill
+    # every program (the kernels without masks)
+    if DEVICE == "cpu":
+        monkeypatch.setattr(kernels, "_INTERP_MAX_BYTES", 16)
+    table = hand_table(3, levelset=True)
+    consts = table_constants(table, DEVICE)
+    for n in (1023, 129, 1024, 4096 + 3, 1 << 15):
+        x = inputs(table, n, torch.bfloat16, seed=n)
+        y, packed = fused_forward(x, consts.bounds32, consts.code_map, 3, "relu")
+        assert_equal(packed, pack_codes(plain_codes(x, consts), 3))
+        assert_equal(y, torch.relu(x))
+        g = torch.randn(n, generator=torch.Generator().manual_seed(n)).to(torch.bfloat16).to(DEVICE)
+        assert_equal(fused_backward(packed, g, consts.levels, 3), plain_backward(packed, g, consts.levels, 3))
+
+
+def test_int64_offsets(monkeypatch):
+    # the I64 kernels (n >= 2^31 on the GPU) on a small n
+    grid = kernels._grid
+    monkeypatch.setattr(kernels, "_grid", lambda n: (*grid(n)[:2], True, grid(n)[3]))
+    table = hand_table(5, levelset=True)
+    consts = table_constants(table, DEVICE)
+    x = inputs(table, 341, torch.float16)
+    y, packed = fused_forward(x, consts.bounds32, consts.code_map, 5, "leaky_relu", PARAMS["leaky_relu"])
+    assert_equal(packed, pack_codes(plain_codes(x, consts), 5))
+    assert_equal(y, torch.nn.functional.leaky_relu(x, 0.01))
+    g = torch.randn(341, generator=torch.Generator().manual_seed(2)).to(torch.float16).to(DEVICE)
+    assert_equal(fused_backward(packed, g, consts.levels, 5), plain_backward(packed, g, consts.levels, 5))
+
+
+def test_fused_y_exact_answers():
+    assert kernels.fused_y_exact("leaky_relu", torch.float16, DEVICE, PARAMS["leaky_relu"])
+    assert not kernels.fused_y_exact("softplus", torch.float16, DEVICE)
+    assert not kernels.fused_y_exact("relu", torch.float64, DEVICE)
+
+
+def test_single_interval_table():
+    # no boundaries: every code is 0
+    table = Table(activation="relu", bits=1, boundaries=np.zeros(0), codes=np.zeros(1, int),
+                  levels=np.array([0.5]), mse=0.0, relative_error=0.0)
+    consts = table_constants(table, DEVICE)
+    x = inputs(table, 341, torch.float32)
+    _, packed = fused_forward(x, consts.bounds32, consts.code_map, 1)
+    assert packed.count_nonzero().item() == 0
+    g = torch.randn(341, device=DEVICE)
+    assert_equal(fused_backward(packed, g, consts.levels, 1), g * 0.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_backward_equals_plain_torch(bits, dtype):
+    table = hand_table(bits, levelset=bits % 2 == 0, seed=bits)
+    consts = table_constants(table, DEVICE)
+    for n in SIZES:
+        x = inputs(table, n, dtype, seed=n)
+        _, packed = fused_forward(x, consts.bounds32, consts.code_map, bits)
+        g = torch.randn(n, generator=torch.Generator().manual_seed(n + 1)).to(dtype).to(DEVICE)
+        g[: min(n, 2)] = torch.tensor([math.inf, math.nan])[: min(n, 2)].to(dtype)
+        grad = fused_backward(packed, g, consts.levels, bits)
+        assert grad.dtype == dtype and grad.shape == g.shape
+        assert_equal(grad, plain_backward(packed, g, consts.levels, bits))
+
+
+def test_backward_other_dtype_and_layout():
+    table = hand_table(4)
+    consts = table_constants(table, DEVICE)
+    x = inputs(table, 6 * 57, torch.float32).view(6, 57)
+    _, packed = fused_forward(x, consts.bounds32, consts.code_map, 4)
+    g = torch.randn(57, 6, device=DEVICE).t()  # non-contiguous: made contiguous inside
+    grad = fused_backward(packed, g, consts.levels, 4, dtype=torch.bfloat16)
+    assert grad.dtype == torch.bfloat16 and grad.shape == (6, 57)
+    want = plain_backward(packed, g.contiguous(), consts.levels, 4).to(torch.bfloat16)
+    assert_equal(grad, want)
+
+
+# f(x) on the interpreter comes from numpy's transcendental functions, and on CUDA libdevice
+# may differ from torch's build by an ulp: a tolerance unless fused_y_exact says exact
+_TOL = {torch.float32: (2e-6, 1e-6), torch.float16: (2e-3, 1e-5), torch.bfloat16: (1.6e-2, 1e-5)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", sorted(FUSED_ACTIVATIONS))
+def test_fused_y_matches_torch(act, dtype):
+    table = hand_table(2)
+    consts = table_constants(table, DEVICE)
+    x = inputs(table, 1023, dtype, seed=5).view(31, 33)
+    y, packed = fused_forward(x, consts.bounds32, None, 2, act, PARAMS.get(act))
+    want = TORCH_FORWARD[act](x, **PARAMS.get(act, {}))
+    assert y.dtype == dtype and y.shape == x.shape
+    assert_equal(packed, pack_codes(plain_codes(x, consts), 2))
+    exact = act in ("relu", "leaky_relu") or (
+        DEVICE == "cuda" and kernels.fused_y_exact(act, dtype, DEVICE, PARAMS.get(act)))
+    if exact:
+        assert_equal(y, want)
+    else:
+        rtol, atol = _TOL[dtype]
+        torch.testing.assert_close(y, want, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def test_empty_and_bad_inputs():
+    consts = table_constants(hand_table(2), DEVICE)
+    y, packed = fused_forward(torch.empty(0, 3, device=DEVICE), consts.bounds32, None, 2, "gelu")
+    assert y.shape == (0, 3) and packed.numel() == 0
+    assert fused_backward(packed, torch.empty(0, 3, device=DEVICE), consts.levels, 2).shape == (0, 3)
+    x = torch.randn(8, 8, device=DEVICE)
+    with pytest.raises(TypeError, match="float16, bfloat16 or float32"):
+        fused_forward(x.double(), consts.bounds32, None, 2)
+    with pytest.raises(ValueError, match="contiguous"):
+        fused_forward(x.t(), consts.bounds32, None, 2)
+    with pytest.raises(ValueError, match="no fused kernel"):
+        fused_forward(x, consts.bounds32, None, 2, "softplus")
+    with pytest.raises(ValueError, match="bits"):
+        fused_forward(x, consts.bounds32, None, 9)
+    with pytest.raises(ValueError, match="uint8 bytes"):
+        fused_backward(torch.zeros(3, dtype=torch.uint8, device=DEVICE), x, consts.levels, 2)
+
+
+def test_triton_available():
+    assert kernels.triton_available("cpu") == kernels._interpreted()
+    assert not kernels.triton_available("meta")
+
+
+# ------------------------------------------------------------------ CUDA: compiled kernels
+
+cuda_only = pytest.mark.skipif(DEVICE != "cuda", reason="needs CUDA and compiled Triton kernels")
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", sorted(FUSED_ACTIVATIONS))
+def test_cuda_y_is_bit_identical_to_torch(act, dtype):
+    # every float16 / bfloat16 value; 2^22 float32 bit patterns, a ramp, the special values
+    x = kernels._probe_values(dtype).cuda()
+    consts = table_constants(hand_table(3), "cuda")  # as benchmarks/kernels.py: shares its compiles
+    y, packed = fused_forward(x, consts.bounds32, consts.code_map, 3, act, PARAMS.get(act))
+    assert_equal(packed, pack_codes(plain_codes(x, consts), 3))
+    want = TORCH_FORWARD[act](x, **PARAMS.get(act, {}))
+    bits_of = torch.int32 if dtype == torch.float32 else torch.int16
+    bad = (y.view(bits_of) != want.view(bits_of)) & ~(y.isnan() & want.isnan())
+    assert kernels.fused_y_exact(act, dtype, "cuda", PARAMS.get(act)) == (not bad.any())
+    msg = (f"{act} {dtype}: {int(bad.sum())} of {x.numel()} differ, e.g. x={x[bad][:3].tolist()} "
+           f"fused={y[bad][:3].tolist()} torch={want[bad][:3].tolist()}")
+    if act in ("relu", "leaky_relu"):
+        assert not bad.any(), msg  # IEEE arithmetic only: exact on any toolchain
+    elif bad.any():
+        # libdevice (Triton's) and torch's CUDA math may differ by an ulp: y then comes from torch
+        pytest.xfail(msg)
+
+
+@cuda_only
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_large_bytes_and_grads(bits, dtype):
+    x = torch.cat([kernels._probe_values(dtype), torch.randn((1 << 20) + 3).to(dtype)]).cuda()
+    for levelset in (False, True):
+        consts = table_constants(hand_table(bits, levelset=levelset, seed=bits), "cuda")
+        _, packed = fused_forward(x, consts.bounds32, consts.code_map, bits)
+        assert_equal(packed, pack_codes(plain_codes(x, consts), bits))
+        g = torch.randn(x.shape, device="cuda").to(dtype)
+        grad = fused_backward(packed, g, consts.levels, bits)
+        assert_equal(grad, plain_backward(packed, g, consts.levels, bits))
+
+
+@cuda_only
+def test_cuda_more_than_2_31_elements():
+    # int64 offsets: check the last 1024 bytes of each plane and the gradient's tail
+    n, bits, k = (1 << 31) + 9, 3, 1024
+    consts = table_constants(hand_table(bits, levelset=True), "cuda")
+    x = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    _, packed = fused_forward(x, consts.bounds32, consts.code_map, bits)
+    nbytes = (n + 7) // 8
+    tail = x[8 * (nbytes - k):]
+    want = pack_codes(plain_codes(tail, consts), bits)
+    assert_equal(packed.view(bits, nbytes)[:, -k:].reshape(-1), want)
+    del x
+    g = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    grad = fused_backward(packed, g, consts.levels, bits)
+    assert_equal(grad[8 * (nbytes - k):], plain_backward(want, g[8 * (nbytes - k):], consts.levels, bits))
