@@ -9,6 +9,7 @@ Prints a markdown table: warm-process design times (median [20 %, 80 %]), the wh
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -69,8 +70,10 @@ def main():
     t, _ = timeit(lambda: subprocess.run(cmd, check=True, capture_output=True), repeat=7, warmup=0)
     rows.append(("process `fewbit-design gelu --bits 3`", fmt(t), ""))
     # numba's own floor: import numba, load one cached trivial kernel, call it
-    floor = ("import numba\n@numba.njit(cache=True)\ndef f(x):\n    return x + 1\nf(1.0)\n")
-    cmd = [sys.executable, "-c", floor]
+    floor = os.path.join(tempfile.mkdtemp(), "numba_floor.py")   # caching needs a real file
+    with open(floor, "w") as fh:
+        fh.write("import numba\n@numba.njit(cache=True)\ndef f(x):\n    return x + 1\nf(1.0)\n")
+    cmd = [sys.executable, floor]
     subprocess.run(cmd, check=True)
     t, _ = timeit(lambda: subprocess.run(cmd, check=True), repeat=7, warmup=0)
     rows.append(("process: numba floor (import + one cached kernel)", fmt(t), ""))
