@@ -14,7 +14,7 @@ from .discretize import GL_ORDER, _GL_W, _GL_X, bin_edges, make_grid, make_sampl
 from .distributions import Samples, parse_distribution
 from .dp import _exchange_refine_kernel, segment
 from .errors import FewbitError
-from .refine import ContiguousProblem, levels_of, refine_points
+from .refine import ContiguousProblem, interval_moments, levels_of, refine_points
 from .table import PARTITIONS, Table
 
 DEFAULT_GRID = 1024
@@ -196,7 +196,7 @@ def _levelset_samples(act, dist, cells, k, n) -> _Candidate:
 def _merge_equal_levels(grid, s):
     """Remove boundaries between intervals with equal levels or without weight."""
     while s.size:
-        S = ContiguousProblem(grid).moments(s)
+        S = interval_moments(grid, s)
         y = levels_of(S)
         scale = max(1.0, float(np.max(np.abs(y))))
         same = (np.abs(np.diff(y)) <= 1e-13 * scale) | (S[0, :-1] <= 0) | (S[0, 1:] <= 0)
@@ -246,7 +246,7 @@ def merge_equal_codes(s, codes, levels, scale):
 
 def _segments_error(grid, s):
     """Levels (conditional means) of the intervals cut at s, and the exact error."""
-    y = snap_constant_levels(grid, s, np.arange(s.size + 1), levels_of(ContiguousProblem(grid).moments(s)))
+    y = snap_constant_levels(grid, s, np.arange(s.size + 1), levels_of(interval_moments(grid, s)))
     return y, _pieces_error(grid.act, grid.dist, grid.edges, s, y)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import functools
 import math
 import os
 import sys
@@ -167,6 +168,13 @@ def _fmt(v: float) -> str:
 
 # ----------------------------------------------------------------------------- parametric
 
+@functools.lru_cache(maxsize=256)
+def _left_quantile_std_cached(dist, tail: float) -> float:
+    """The standardised left quantile: a pure function of the family, its shape and tail."""
+    with np.errstate(over="ignore", under="ignore"):
+        return dist._left_quantile_std(tail)
+
+
 class Distribution:
     """A parametric input weight w, location-scale about `loc` with width `scale`.
 
@@ -251,8 +259,7 @@ class Distribution:
         the largest finite double is returned, and ``cdf(lo) > tail`` there.
         """
         _check_tail(tail)
-        with np.errstate(over="ignore", under="ignore"):
-            z = self._left_quantile_std(tail)
+        z = _left_quantile_std_cached(self, float(tail))
         big = sys.float_info.max
         return max(self.loc + self.scale * z, -big), min(self.loc - self.scale * z, big)
 

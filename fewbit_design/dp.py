@@ -35,15 +35,22 @@ def _segment_dp_kernel(P, k):
         prev[i] = _cost(p0, p1, p2, 0, i)
     arg = np.zeros((k, n + 1), dtype=np.int32)
     cur = np.empty(n + 1)
+    cand = np.empty(n + 1)
     for layer in range(1, k):
         first = n if layer == k - 1 else 0   # the last layer only needs the full range
         for i in range(first, n + 1):
-            best = prev[i]                  # empty run [i, i)
+            a0, a1, a2 = p0[i], p1[i], p2[i]
+            for s in range(i):               # branch-free, so LLVM vectorises the divisions
+                s0 = a0 - p0[s]
+                s1 = a1 - p1[s]
+                live = s0 > 0.0
+                c = (a2 - p2[s]) - s1 * s1 / (s0 if live else 1.0)
+                cand[s] = prev[s] + (c if (live and c > 0.0) else 0.0)
+            best = prev[i]                   # empty run [i, i)
             bs = i
             for s in range(i):
-                c = prev[s] + _cost(p0, p1, p2, s, i)
-                if c < best:
-                    best = c
+                if cand[s] < best:
+                    best = cand[s]
                     bs = s
             cur[i] = best
             arg[layer, i] = bs

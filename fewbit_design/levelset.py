@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dp import _exchange_refine_kernel, kmeans_segment
-from .refine import levels_of, refine_points
+from .refine import interval_moments, levels_of, refine_points
 
 EXACT_SAMPLES = 65536     # unique samples up to which the value-space DP runs on every value
 
@@ -53,7 +53,7 @@ class LevelSetProblem:
     def moments(self, t):
         """(3, len(t)+1) moments ∫ w f'^p over each level set."""
         s, codes = self.partition(t)
-        S = self.grid.interval_moments(np.concatenate([[-np.inf], s]), np.concatenate([s, [np.inf]]))
+        S = interval_moments(self.grid, s)
         return np.stack([np.bincount(codes, weights=S[p], minlength=t.size + 1) for p in range(3)])
 
     def evaluate(self, t, S):

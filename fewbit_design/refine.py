@@ -38,8 +38,7 @@ class ContiguousProblem:
         self.scale = max(1.0, float(np.max(np.abs(grid.act.df(e)))))
 
     def moments(self, s):
-        """(3, len(s)+1) moments of the intervals cut at s."""
-        return self.grid.interval_moments(np.concatenate([[-np.inf], s]), np.concatenate([s, [np.inf]]))
+        return interval_moments(self.grid, s)
 
     def evaluate(self, s, S):
         act = self.grid.act
@@ -49,6 +48,11 @@ class ContiguousProblem:
         dens = self.grid.dist.pdf(s)
         fixed = (dens <= 0) | at_jump(act, s)
         return d, slope, dens, fixed
+
+
+def interval_moments(grid, s):
+    """(3, len(s)+1) moments ∫ w f'^p of the intervals cut at the ascending points s."""
+    return grid.interval_moments(np.concatenate([[-np.inf], s]), np.concatenate([s, [np.inf]]))
 
 
 def levels_of(S):
