@@ -22,6 +22,20 @@ def _cost(p0, p1, p2, a, b):
 
 
 @numba.njit(cache=True)
+def _backtrack(arg, n):
+    """Cuts (k+1,) from the argmin table arg[layer, end] of a k-layer segmentation DP."""
+    k = arg.shape[0]
+    cuts = np.empty(k + 1, dtype=np.int64)
+    cuts[k] = n
+    i = n
+    for layer in range(k - 1, 0, -1):
+        i = arg[layer, i]
+        cuts[layer] = i
+    cuts[0] = 0
+    return cuts
+
+
+@numba.njit(cache=True)
 def _segment_dp_kernel(P, k):
     """Optimal cut of n cells into at most k runs: O(k·n²) time, O(k·n) memory.
 
@@ -55,14 +69,7 @@ def _segment_dp_kernel(P, k):
             cur[i] = best
             arg[layer, i] = bs
         prev, cur = cur, prev
-    cuts = np.empty(k + 1, dtype=np.int64)
-    cuts[k] = n
-    i = n
-    for layer in range(k - 1, 0, -1):
-        i = arg[layer, i]
-        cuts[layer] = i
-    cuts[0] = 0
-    return cuts
+    return _backtrack(arg, n)
 
 
 @numba.njit(cache=True)
@@ -147,14 +154,7 @@ def _kmeans_dp_kernel(P, k):
             stack[top + 1, 0], stack[top + 1, 1], stack[top + 1, 2], stack[top + 1, 3] = mid + 1, hi, bs, ohi
             top += 2
         prev, cur = cur, prev
-    cuts = np.empty(k + 1, dtype=np.int64)
-    cuts[k] = n
-    i = n
-    for layer in range(k - 1, 0, -1):
-        i = arg[layer, i]
-        cuts[layer] = i
-    cuts[0] = 0
-    return cuts
+    return _backtrack(arg, n)
 
 
 def kmeans_segment(P: np.ndarray, k: int) -> np.ndarray:
