@@ -120,7 +120,7 @@ def format_text(table) -> str:
     ]
     other = table.solver.get("alternatives", {})
     for name, rel in other.items():
-        ratio = f", {rel / table.relative_error:.2f}x the chosen" if table.relative_error > 0 else ""
+        ratio = f", {rel / table.relative_error:.4g}x the chosen" if table.relative_error > 0 else ""
         lines.append(f"  {name} partition: relative error {rel:.6e}{ratio}")
     lines.append(f"{len(table.levels)} levels, {table.n_intervals} intervals")
     lines.append("")
