@@ -34,7 +34,10 @@ def handle_errors(fn):
                 name = f": {e.filename}" if getattr(e, "filename", None) else ""
                 raise InputError(f"{e.strerror or e}{name}") from None
             finally:
+                seen = {}
                 for w in caught:
-                    click.echo(f"warning: {w.message}", err=True)
+                    seen[str(w.message)] = seen.get(str(w.message), 0) + 1
+                for msg, count in seen.items():
+                    click.echo(f"warning: {msg}" + (f" ({count} times)" if count > 1 else ""), err=True)
 
     return wrapper

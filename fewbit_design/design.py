@@ -19,6 +19,7 @@ from .table import PARTITIONS, Table
 
 DEFAULT_GRID = 1024
 DP_BUDGET = 4e8          # k·n²/2 inner steps we allow for an exact DP over samples
+MAX_DP_STEPS = 2e10      # k·n²/2 above this takes minutes: refuse the grid
 PARTITION_CHOICES = (*PARTITIONS, "auto")
 
 
@@ -52,6 +53,10 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
     if not 16 <= n <= 1 << 20:
         raise FewbitError(f"grid must be in 16..1048576, got {grid}")
     k = 2 ** bits
+    if partition != "levelset" and k * n * n / 2 > MAX_DP_STEPS:
+        top = int(np.sqrt(2 * MAX_DP_STEPS / k))
+        raise FewbitError(f"grid {n} at {bits} bits needs {k * n * n / 2:.1e} DP steps (minutes); "
+                          f"use --grid {top} or less, or --partition levelset")
     if isinstance(dist, Samples):
         cells = make_sample_cells(act, dist.values)
         denom = float(cells.total[2])

@@ -21,6 +21,7 @@ GL_ORDER = 8
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(GL_ORDER)
 CORE_TAIL = 1e-13     # core range: quantiles CORE_TAIL and 1 - CORE_TAIL
 FAR_TAIL = 1e-300     # tail cells reach quantiles FAR_TAIL; the mass beyond is below double precision
+FAR_EDGE = 1e300      # no cell edge lies beyond ±FAR_EDGE
 TAIL_DT = 0.05        # spacing of tail cells in t, x = a·sinh(t) (geometric far out)
 
 
@@ -83,7 +84,9 @@ def make_grid(act, dist, n: int) -> Grid:
     """Grid with about n core cells for activation `act` under parametric weight `dist`."""
     lo, hi = dist.quantile_range(CORE_TAIL)
     flo, fhi = dist.quantile_range(FAR_TAIL)
-    flo, fhi = min(flo, lo), max(fhi, hi)
+    # beyond ±1e300 the weight is below double precision for every family we have; the bound
+    # also keeps sums of two edges finite
+    flo, fhi = max(min(flo, lo), -FAR_EDGE), min(max(fhi, hi), FAR_EDGE)
     # x = a·sinh(t): uniform near 0 where activations bend, geometric in heavy tails.
     core = np.sinh(np.linspace(np.arcsinh(lo), np.arcsinh(hi), n + 1))
     core[0], core[-1] = lo, hi

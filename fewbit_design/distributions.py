@@ -28,6 +28,7 @@ DISTRIBUTIONS: dict[str, str] = {
     "student-t": "student-t:DF[,LOC[,SCALE]] Student's t (alias t), DF required, default LOC 0, SCALE 1",
     "samples": "samples:PATH the exact mean over values in .npy, .npz[#KEY], .pt/.pth, .csv/.txt",
 }
+MIN_T_DF = 0.05      # P(|T| > 1e300) < 1e-14 from here on: the designer's grid ends at ±1e300
 _ALIASES = {"gaussian": "normal", "t": "student-t", "student_t": "student-t", "studentt": "student-t"}
 
 
@@ -371,8 +372,9 @@ class StudentT(Distribution):
 
     def _check(self):
         super()._check()
-        if self.params["df"] <= 0:
-            raise FewbitError(f"student-t: df must be > 0, got {self.params['df']}")
+        if not self.params["df"] >= MIN_T_DF:
+            raise FewbitError(f"student-t: df must be >= {MIN_T_DF} (heavier tails put mass beyond "
+                              f"the double range), got {self.params['df']}")
         df = self.params["df"]
         self._log_beta = _log_beta(0.5 * df, 0.5)
         self._log_pdf0 = -0.5 * math.log(df) - self._log_beta

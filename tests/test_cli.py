@@ -86,6 +86,10 @@ def test_list_and_version_and_help():
     (["elu", "-b", "2", "--param", "beta=1"], ["beta"]),
     (["gelu", "-b", "2", "--dist", "samples:/nonexistent/acts.npy"], ["acts.npy"]),
     (["nosuchmodule_xyz:f", "-b", "2"], ["nosuchmodule_xyz"]),
+    (["gelu", "-b", "2", "--dist", "t:0.01"], ["df must be >= 0.05"]),
+    (["gelu", "-b", "8", "--grid", "20000"], ["--grid 12500 or less"]),
+    (["gelu", "-b", "2", "--grid", "8"], ["grid"]),
+    (["gelu", "-b", "2", "--partition", "spiral"], ["spiral"]),
 ])
 def test_bad_input_is_one_line_exit_2(args, words):
     assert_bad_input(run(*args), *words)
@@ -141,3 +145,11 @@ def test_custom_activation_works(tmp_path, monkeypatch):
     res = run("myact:f", "-b", "2", "--format", "json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["activation"]["name"] == "myact:f"
+
+
+def test_heavy_tails_and_tiny_scales_design_cleanly():
+    for spec in ("t:0.5", "normal:0,1e-6", "normal:100,1", "uniform:5,6", "laplace:0,3"):
+        res = run("gelu", "-b", "3", "--dist", spec, "--format", "json")
+        assert res.exit_code == 0 and res.stderr == "", (spec, res.output)
+        d = json.loads(res.stdout)
+        assert 0 <= d["error"]["relative"] < 1, spec
