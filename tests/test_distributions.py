@@ -341,6 +341,6 @@ def _sqrt_v_over_1_minus_exp_coefs(n):
 
 
 def test_student_t_series_coefficients_are_the_exact_ones():
-    from fewbit_design.distributions import _G_COEFS
+    from fewbit_design.special import _G_COEFS
 
     np.testing.assert_array_equal(_G_COEFS, _sqrt_v_over_1_minus_exp_coefs(48))
