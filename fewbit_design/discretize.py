@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import FewbitError
+
 GL_ORDER = 8
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(GL_ORDER)
 CORE_TAIL = 1e-13     # core range: quantiles CORE_TAIL and 1 - CORE_TAIL
@@ -97,7 +99,9 @@ def make_grid(act, dist, n: int) -> Grid:
     edges = _merge_close(edges, keep=np.asarray([lo, hi, *kinks]))
     # f' is monotone inside every cell: a level f' = t crosses a cell at most once.
     edges = np.union1d(edges, _extrema(act.df, edges))
-    m = _gl_moments(act, dist, edges[:-1], edges[1:])
+    with np.errstate(over="ignore", invalid="ignore"):     # a divergent objective is refused:
+        m = _gl_moments(act, dist, edges[:-1], edges[1:])
+        _check_finite_objective(m, edges, act, dist)
     cum = np.zeros((3, edges.size))
     np.cumsum(m, axis=1, out=cum[:, 1:])
     rcum = np.zeros((3, edges.size))
@@ -105,6 +109,22 @@ def make_grid(act, dist, n: int) -> Grid:
     ilo = int(np.searchsorted(edges, lo))
     ihi = int(np.searchsorted(edges, hi))
     return Grid(edges=edges, cum=cum, rcum=rcum, core=(ilo, ihi), act=act, dist=dist)
+
+
+def _check_finite_objective(m, edges, act, dist) -> None:
+    """Refuse weights under which ∫ w f'² diverges (heavy tails, unbounded f').
+
+    A convergent integral gets nothing measurable from beyond the 1e-150 quantiles; a
+    divergent one, cut where the grid ends (the 1e-300 quantiles), gets a large share there
+    (or overflows).
+    """
+    lo, hi = dist.quantile_range(1e-150)
+    far = (edges[1:] <= lo) | (edges[:-1] >= hi)
+    total = m[2].sum()
+    if not np.isfinite(total) or (total > 0 and m[2, far].sum() > 1e-9 * total):
+        raise FewbitError(f"the objective ∫ w f'² is infinite for {act.name} under {dist.spec}: "
+                          "f' grows faster than the weight's tails decay (use lighter tails, "
+                          "e.g. a larger df)")
 
 
 def _tail_edges(start: float, end: float) -> np.ndarray:

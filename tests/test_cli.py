@@ -87,6 +87,7 @@ def test_list_and_version_and_help():
     (["gelu", "-b", "2", "--dist", "samples:/nonexistent/acts.npy"], ["acts.npy"]),
     (["nosuchmodule_xyz:f", "-b", "2"], ["nosuchmodule_xyz"]),
     (["gelu", "-b", "2", "--dist", "t:0.01"], ["df must be >= 0.05"]),
+    (["squared_relu", "-b", "2", "--dist", "t:2"], ["infinite", "squared_relu"]),
     (["gelu", "-b", "8", "--grid", "20000"], ["--grid 12500 or less"]),
     (["gelu", "-b", "2", "--grid", "8"], ["grid"]),
     (["gelu", "-b", "2", "--partition", "spiral"], ["spiral"]),

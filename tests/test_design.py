@@ -172,3 +172,11 @@ def test_bad_arguments_raise_one_line_errors():
         design("gelu", 2, partition="nope")
     with pytest.raises(FewbitError, match="grid"):
         design("gelu", 2, grid=3)
+
+
+def test_a_divergent_objective_is_refused_and_a_convergent_one_is_not():
+    with pytest.raises(FewbitError, match="infinite"):
+        design("squared_relu", 2, distribution="t:2")        # E[(2X)^2] = inf for df = 2
+    t = design("squared_relu", 2, distribution="t:2.5")      # finite for df > 2
+    assert 0 < t.relative_error < 1
+    assert design("gelu", 2, distribution="t:0.5").relative_error < 1   # bounded f': any tails
