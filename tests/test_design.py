@@ -180,3 +180,18 @@ def test_a_divergent_objective_is_refused_and_a_convergent_one_is_not():
     t = design("squared_relu", 2, distribution="t:2.5")      # finite for df > 2
     assert 0 < t.relative_error < 1
     assert design("gelu", 2, distribution="t:0.5").relative_error < 1   # bounded f': any tails
+
+
+@pytest.mark.parametrize("dist", ["normal:2,0.5", "uniform:-1,3", "logistic:1,2", "t:1", "normal:0,0.01"])
+def test_every_activation_designs_sanely_under_other_weights(dist):
+    """Both partitions under shifted, narrow, bounded and heavy-tailed weights: a valid table
+    whose stored error is what `evaluate` recomputes, and level sets never worse."""
+    for name in ALL:
+        if name == "squared_relu" and dist == "t:1":
+            continue                                   # infinite objective: refused (tested above)
+        c = design(name, 3, distribution=dist, partition="contiguous")
+        ls = design(name, 3, distribution=dist, partition="levelset")
+        for t in (c, ls):
+            assert 0.0 <= t.relative_error <= 1.0
+            assert evaluate(t)[0] == pytest.approx(t.mse, rel=1e-9, abs=1e-13)
+        assert ls.mse <= c.mse * (1 + 1e-9) + 1e-15, (name, dist)
