@@ -22,6 +22,16 @@ def _cost(p0, p1, p2, a, b):
 
 
 @numba.njit(cache=True)
+def _first_layer(p0, p1, p2):
+    """Cost of the single run [0, i) for every end i."""
+    n = p0.size - 1
+    out = np.empty(n + 1)
+    for i in range(n + 1):
+        out[i] = _cost(p0, p1, p2, 0, i)
+    return out
+
+
+@numba.njit(cache=True)
 def _backtrack(arg, n):
     """Cuts (k+1,) from the argmin table arg[layer, end] of a k-layer segmentation DP."""
     k = arg.shape[0]
@@ -44,9 +54,7 @@ def _segment_dp_kernel(P, k):
     """
     p0, p1, p2 = P[0], P[1], P[2]
     n = p0.size - 1
-    prev = np.empty(n + 1)
-    for i in range(n + 1):
-        prev[i] = _cost(p0, p1, p2, 0, i)
+    prev = _first_layer(p0, p1, p2)          # one run [0, i)
     arg = np.zeros((k, n + 1), dtype=np.int32)
     cur = np.empty(n + 1)
     cand = np.empty(n + 1)
@@ -124,9 +132,7 @@ def _kmeans_dp_kernel(P, k):
     """
     p0, p1, p2 = P[0], P[1], P[2]
     n = p0.size - 1
-    prev = np.empty(n + 1)
-    for i in range(n + 1):
-        prev[i] = _cost(p0, p1, p2, 0, i)
+    prev = _first_layer(p0, p1, p2)          # one run [0, i)
     arg = np.zeros((k, n + 1), dtype=np.int32)
     cur = np.empty(n + 1)
     stack = np.empty((4 * (n + 2), 4), dtype=np.int64)
