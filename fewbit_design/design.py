@@ -9,7 +9,7 @@ import numpy as np
 
 from . import __version__
 from .activations import get_activation
-from .levelset import design_levelset_grid, design_levelset_samples, refine_levelset
+from .levelset import compact_codes, design_levelset_grid, design_levelset_samples, refine_levelset
 from .discretize import GL_ORDER, _GL_W, _GL_X, bin_edges, make_grid, make_sample_cells
 from .distributions import Samples, parse_distribution
 from .dp import _exchange_refine_kernel, segment
@@ -184,11 +184,7 @@ def _levelset_samples(act, dist, cells, k, n) -> _Candidate:
     code, sweeps = design_levelset_samples(cells.d, cells.weight, k, n)
     change = np.flatnonzero(code[1:] != code[:-1])
     s = cells.split_points()[change]
-    codes = code[np.concatenate([[0], change + 1])]
-    used = np.unique(codes)
-    remap = np.full(int(codes.max()) + 1, -1)
-    remap[used] = np.arange(used.size)
-    codes = remap[codes]
+    codes, _ = compact_codes(code[np.concatenate([[0], change + 1])])
     levels, mse = _sample_levels_error(act, dist.values, s, codes)
     solver = {"method": "exact-monge-dp over unique sample derivatives" if sweeps == 0 else
               "monge-dp over value bins + exact exchange refinement",

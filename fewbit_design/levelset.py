@@ -98,10 +98,16 @@ def refine_levelset(grid, levels):
     ref = refine_points(problem, 0.5 * (y[:-1] + y[1:]))
     s, codes = problem.partition(ref.points)
     y = levels_of(problem.moments(ref.points))
-    used = np.unique(codes)                                    # drop empty level sets
-    remap = np.full(y.size, -1)
+    codes, used = compact_codes(codes)                         # drop empty level sets
+    return s, codes, y[used], ref
+
+
+def compact_codes(codes):
+    """Renumber codes 0, 1, ... in order, dropping unused ones: (new codes, used old codes)."""
+    used = np.unique(codes)
+    remap = np.full(int(used[-1]) + 1, -1)
     remap[used] = np.arange(used.size)
-    return s, remap[codes], y[used], ref
+    return remap[codes], used
 
 
 def design_levelset_samples(d, weight, k, n):
