@@ -64,22 +64,28 @@ def main():
     for bits, part in [(3, "contiguous"), (3, "levelset"), (3, "auto"), (8, "contiguous"), (8, "levelset")]:
         t, table = timeit(lambda: design("gelu", bits, partition=part), repeat=15 if bits < 8 else 5)
         rows.append((f"design('gelu', {bits}, partition='{part}')", fmt(t), f"{table.relative_error:.6e}"))
-    # whole process, warm numba cache
-    cmd = [sys.executable, "-m", "fewbit_design", "gelu", "--bits", "3"]
-    subprocess.run(cmd, check=True, capture_output=True)
-    t, _ = timeit(lambda: subprocess.run(cmd, check=True, capture_output=True), repeat=7, warmup=0)
-    rows.append(("process `fewbit-design gelu --bits 3`", fmt(t), ""))
-    # numba's own floor: import numba, load one cached trivial kernel, call it
+    # whole processes, warm numba cache, with the bytecode cache a user has (written on first run)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     floor = os.path.join(tempfile.mkdtemp(), "numba_floor.py")   # caching needs a real file
     with open(floor, "w") as fh:
         fh.write("import numba\n@numba.njit(cache=True)\ndef f(x):\n    return x + 1\nf(1.0)\n")
-    cmd = [sys.executable, floor]
-    subprocess.run(cmd, check=True)
-    t, _ = timeit(lambda: subprocess.run(cmd, check=True), repeat=7, warmup=0)
-    rows.append(("process: numba floor (import + one cached kernel)", fmt(t), ""))
-    cmd = [sys.executable, "-c", "import numpy"]
-    t, _ = timeit(lambda: subprocess.run(cmd, check=True), repeat=7, warmup=0)
-    rows.append(("process: `python -c 'import numpy'`", fmt(t), ""))
+    script = os.path.join(os.path.dirname(sys.executable), "fewbit-design")   # not a pyenv shim
+    procs = [("process `fewbit-design gelu --bits 3`", [script, "gelu", "--bits", "3"]),
+             ("process: numba floor (import numba, call one cached kernel)", [sys.executable, floor]),
+             ("process: `python -c 'import numba'`", [sys.executable, "-c", "import numba"]),
+             ("process: `python -c 'import numpy'`", [sys.executable, "-c", "import numpy"]),
+             ("process: `python -c pass`", [sys.executable, "-c", "pass"])]
+    for label, cmd in procs:   # interleaved, so that load on the machine hits all alike
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
+    times = {label: [] for label, _ in procs}
+    for _ in range(9):
+        for label, cmd in procs:
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+            times[label].append(time.perf_counter() - t0)
+    for label, _ in procs:
+        q20, med, q80 = np.quantile(times[label], [0.2, 0.5, 0.8])
+        rows.append((label, fmt((med, q20, q80)), ""))
     print("| what | time: median [20 %, 80 %] | relative error |")
     print("|---|---|---|")
     for r in rows:

@@ -20,7 +20,7 @@ class InputError(click.ClickException):
 
 
 def handle_errors(fn):
-    """Turn FewbitError (and OSError) into InputError; echo warnings as one line on stderr."""
+    """Turn FewbitError (and OSError but a closed pipe) into InputError; echo warnings as one line on stderr."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -30,6 +30,8 @@ def handle_errors(fn):
                 return fn(*args, **kwargs)
             except FewbitError as e:
                 raise InputError(str(e)) from None
+            except BrokenPipeError:   # `fewbit-design list | head`: click exits 1 quietly
+                raise
             except OSError as e:
                 name = f": {e.filename}" if getattr(e, "filename", None) else ""
                 raise InputError(f"{e.strerror or e}{name}") from None

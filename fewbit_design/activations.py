@@ -29,20 +29,11 @@ _QUICK_GELU_K = 1.702
 
 # ---------------------------------------------------------------- stable elementwise pieces
 
-def _ndtr_scalar(x):
-    # Φ(x) = erfc(−x/√2)/2: no cancellation in either tail
-    return 0.5 * math.erfc(-x * 0.7071067811865476)
-
-
-@functools.cache
-def _ndtr_ufunc():
-    import numba  # deferred: numba's start-up is paid when GELU is first evaluated, not on import
-
-    return numba.vectorize(["float64(float64)"], cache=True)(_ndtr_scalar)
-
-
 def _ndtr(x):
-    return _ndtr_ufunc()(x)
+    """Φ(x) elementwise; numba (in special.py) is imported when GELU is first evaluated."""
+    from .special import ndtr
+
+    return ndtr(x)
 
 
 def _normal_pdf(x):

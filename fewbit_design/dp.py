@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._jit import kernel
+
 
 @numba.njit(cache=True, inline="always")
 def _cost(p0, p1, p2, a, b):
@@ -45,7 +47,7 @@ def _backtrack(arg, n):
     return cuts
 
 
-@numba.njit(cache=True)
+@kernel
 def _segment_dp_kernel(P, k):
     """Optimal cut of n cells into at most k runs: O(k·n²) time, O(k·n) memory.
 
@@ -80,7 +82,7 @@ def _segment_dp_kernel(P, k):
     return _backtrack(arg, n)
 
 
-@numba.njit(cache=True)
+@kernel
 def _exchange_refine_kernel(P, cuts, max_sweeps):
     """Local refinement of cuts: move each cut to the best split of its two runs.
 
@@ -122,7 +124,7 @@ def segment_cost(P: np.ndarray, cuts: np.ndarray) -> float:
     return total
 
 
-@numba.njit(cache=True)
+@kernel
 def _kmeans_dp_kernel(P, k):
     """Optimal cut of n value-sorted cells into at most k runs, O(k·n·log n).
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
+
+from ._jit import kernel
 
 MAX_ITER = 60
 TOL = 1e-14
@@ -120,7 +121,7 @@ def _newton_step(s, G, free, S, y, d, slope, dens):
     return step if np.all(np.isfinite(step)) else None
 
 
-@numba.njit(cache=True)
+@kernel
 def _tridiagonal_solve(lower, diag, upper, rhs):
     """Thomas algorithm for J x = rhs, J with sub-, main and super-diagonals (k-1, k, k-1)."""
     k = diag.size

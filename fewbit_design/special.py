@@ -6,7 +6,30 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, vectorize
+from numba import njit
+
+from ._jit import kernel
+
+
+def _elementwise(kern, x, *scalars):
+    """kern((n,) float64, *scalars) -> (n,) applied to x of any shape; a scalar for a scalar."""
+    a = np.asarray(x, dtype=np.float64)
+    out = kern(np.ascontiguousarray(a).reshape(-1), *scalars).reshape(a.shape)
+    return out if out.ndim else out[()]
+
+
+def ndtr(x):
+    """Φ(x) = erfc(-x/√2)/2 elementwise: no cancellation in either tail."""
+    return _elementwise(_ndtr_kernel, x)
+
+
+@kernel
+def _ndtr_kernel(x):
+    out = np.empty_like(x)   # (n,)
+    for i in range(x.size):
+        out[i] = 0.5 * math.erfc(-x[i] * 0.7071067811865476)
+    return out
+
 
 def _erfc(x):
     """math.erfc elementwise (cdf/sf are only needed off the hot path: quantiles, checks)."""
@@ -75,18 +98,20 @@ def _t_tail_large_df(a, lg, log_beta):
     return total * math.exp(-log_beta)
 
 
-def _t_lower_tail(z, df, log_beta):
-    """Elementwise _t_lower_tail_scalar; the numba ufunc is built on first use (a
-    Student-t weight), so that designs under other weights do not pay for loading it."""
-    global _t_lower_tail_ufunc
-    if _t_lower_tail_ufunc is None:
-        _t_lower_tail_ufunc = vectorize(["float64(float64, float64, float64)"], cache=True)(_t_lower_tail_scalar)
-    return _t_lower_tail_ufunc(z, df, log_beta)
+def _t_lower_tail(z, df: float, log_beta: float):
+    """_t_lower_tail_scalar elementwise over z."""
+    return _elementwise(_t_lower_tail_kernel, z, float(df), float(log_beta))
 
 
-_t_lower_tail_ufunc = None
+@kernel
+def _t_lower_tail_kernel(z, df, log_beta):
+    out = np.empty_like(z)   # (n,)
+    for i in range(z.size):
+        out[i] = _t_lower_tail_scalar(z[i], df, log_beta)
+    return out
 
 
+@njit(cache=True)
 def _t_lower_tail_scalar(z, df, log_beta):
     """P(T <= -|z|) = I_x(df/2, 1/2) / 2 with x = df / (df + z^2), T Student's t with df dof."""
     az = abs(z)

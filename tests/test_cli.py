@@ -154,3 +154,37 @@ def test_heavy_tails_and_tiny_scales_design_cleanly():
         assert res.exit_code == 0 and res.stderr == "", (spec, res.output)
         d = json.loads(res.stdout)
         assert 0 <= d["error"]["relative"] < 1, spec
+
+
+# ------------------------------------------------ the console entry point (cli.run, os._exit)
+
+def _process(*args, **kw):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "fewbit_design", *args], capture_output=True, text=True, **kw)
+
+
+def test_process_output_and_exit_codes_match_main(tmp_path):
+    def table(text):
+        t = json.loads(text)
+        del t["solver"]["seconds"]
+        return t
+
+    ok = _process("tanh", "--bits", "2", "--format", "json")
+    assert ok.returncode == 0 and table(ok.stdout) == table(run("tanh", "--bits", "2", "--format", "json").stdout)
+    bad = _process("gelu", "--bits", "9")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == ["Error: bits must be an integer in 1..8, got 9"]
+    out = tmp_path / "t.json"
+    wrote = _process("gelu", "--bits", "3", "-o", str(out))
+    assert wrote.returncode == 0 and json.loads(out.read_text())["bits"] == 3   # complete before exit
+
+
+def test_closed_pipe_is_quiet():
+    import subprocess
+    import sys
+
+    res = subprocess.run(f"'{sys.executable}' -m fewbit_design list | head -1", shell=True,
+                         capture_output=True, text=True, executable="/bin/bash")
+    assert res.stdout.startswith("Activations") and res.stderr == "", res.stderr
