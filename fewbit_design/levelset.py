@@ -35,7 +35,7 @@ class LevelSetProblem:
             e, fe = self.grid.edges, self.fe
             above = fe[None, :] > t[:, None]                       # (k-1, N+1)
             j, i = np.nonzero(above[:, 1:] != above[:, :-1])       # threshold j crosses cell i
-            x = _bisect(self.grid.act.df, t[j], e[i], e[i + 1], fe[i] > t[j])
+            x = _root(self.grid.act.df, t[j], e[i], e[i + 1], fe[i], fe[i + 1])
             for jump in self.grid.act.jumps:       # a level crossed by a jump sits on it exactly
                 x[np.abs(x - jump) <= 1e-12 * max(1.0, abs(jump))] = jump
             self._last = (key, j, x)
@@ -129,16 +129,35 @@ def design_levelset_samples(d, weight, k, n):
     return code, sweeps
 
 
-def _bisect(df, t, a, b, a_above):
-    """Root of df(x) = t in [a, b] where df - t changes sign; vectorised bisection
-    to a relative width of 4 ulp (the root is then exact to rounding)."""
+def _root(df, t, a, b, fa, fb):
+    """x in [a, b] with df(x) = t to rounding, where df - t changes sign (fa = df(a), fb = df(b)).
+
+    Vectorised Illinois method: regula falsi on the bracket, halving the weight of an end kept
+    twice in a row so that neither end stalls; superlinear where df is smooth (about 10 steps
+    here instead of bisection's 50), and bisection wherever the secant leaves the bracket.
+    Done at a bracket of 4 ulp, at an x with df(x) == t exactly, or once df - t at both ends
+    is within df's own rounding (4e-16 |t|), where no x in between can be told apart.
+    """
     a, b = a.copy(), b.copy()
-    for _ in range(80):
-        open_ = (b - a) > 4e-16 * np.maximum(np.abs(a), np.abs(b)) + 1e-300
+    ya, yb = fa - t, fb - t                    # the sign of a float difference is exact
+    wa, wb = ya.copy(), yb.copy()              # Illinois weights: ya, yb, halved when kept
+    a_above = ya > 0
+    eps = 2e-16 * np.maximum(np.abs(a), np.abs(b)) + 1e-300          # half the final width
+    kept = np.zeros(a.shape, dtype=np.int8)    # +1: a was kept last step, -1: b was
+    for _ in range(100):
+        open_ = ((b - a) > 2 * eps) & (np.maximum(np.abs(ya), np.abs(yb)) > 4e-16 * np.abs(t))
         if not open_.any():
             break
-        mid = 0.5 * (a + b)
-        go_right = ((df(mid) > t) == a_above) & open_
-        a = np.where(go_right, mid, a)
-        b = np.where(go_right | ~open_, b, mid)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = (wb * a - wa * b) / (wb - wa)
+        x = np.where((x > a) & (x < b), x, 0.5 * (a + b))
+        y = df(x) - t
+        hit = open_ & (y == 0.0)
+        new_a = ((y > 0) == a_above) & open_ & ~hit       # x replaces a, b is kept
+        new_b = open_ & ~new_a & ~hit
+        wb = np.where(new_a, np.where(kept == -1, 0.5 * wb, yb), wb)
+        wa = np.where(new_b, np.where(kept == 1, 0.5 * wa, ya), wa)
+        kept = np.where(new_a, -1, np.where(new_b, 1, kept)).astype(np.int8)
+        a, ya, wa = np.where(new_a | hit, x, a), np.where(new_a, y, ya), np.where(new_a, y, wa)
+        b, yb, wb = np.where(new_b | hit, x, b), np.where(new_b, y, yb), np.where(new_b, y, wb)
     return 0.5 * (a + b)
