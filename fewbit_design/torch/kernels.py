@@ -1,6 +1,7 @@
 """Fused Triton kernels: activation + coding + bit-plane packing forward, unpack + lookup backward.
 
 forward:  y = f(x) (optional);  code = code_map[#{bounds32 <= x}];  packed planes (packing.py layout)
+          (16-bit x at bits >= _LUT_MIN_BITS: code = lut[bit pattern of x], the same codes)
 backward: grad_in = grad_out * levels[code]   (fp32 math, stored in grad_out's dtype)
 
 Each program owns BYTES consecutive bytes of every plane, i.e. the BLOCK = 8 * BYTES elements
@@ -49,6 +50,9 @@ _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _GPU_BYTES, _GPU_WARPS = 128, 4     # 1024 elements per program (measured on an H200)
 _INTERP_MAX_BYTES = 1024            # the interpreter is fastest with few, large programs
 _LINEAR_MAX = 1                     # up to this many bounds, compare with each; else binary search
+_LUT_MIN_BITS = 2                   # fp16/bf16 from this many bits: one table gather, no search
+_LUT_DTYPES = (torch.float16, torch.bfloat16)
+_CACHE_SIZE = 256                   # padded bounds and LUTs kept (LUT: 64 KiB each)
 
 
 def _jit(fn):
@@ -141,6 +145,24 @@ def _activation(x, param, ACT: tl.constexpr, INTERP: tl.constexpr):
 
 
 @_jit
+def _tile(n, nbytes, BYTES: tl.constexpr, EVEN: tl.constexpr, I64: tl.constexpr):
+    # this program's bytes of each plane (rows), and its elements 8 * row + bit (offs)
+    pid = tl.program_id(0)
+    if I64:
+        pid = pid.to(tl.int64)
+    rows = pid * BYTES + tl.arange(0, BYTES)                        # (BYTES,) byte of each plane
+    cols = tl.arange(0, 8)                                          # (8,) bit in the byte
+    offs = rows[:, None] * 8 + cols[None, :]                        # (BYTES, 8) element 8k + j
+    if EVEN:  # n is a multiple of 8 * BYTES: constant masks, folded away
+        mask = tl.full((BYTES, 8), 1, tl.int1)
+        rmask = tl.full((BYTES,), 1, tl.int1)
+    else:
+        mask = offs < n
+        rmask = rows < nbytes
+    return rows, cols, offs, mask, rmask
+
+
+@_jit
 def _pack_nibble(code, SHIFT: tl.constexpr, cols):
     # four planes at once: bit q of c = (code >> SHIFT) & 15 moves to bit 8q (c * 0x204081 has
     # no carries), element j of the row to bit j of each byte; the 8 elements hold disjoint
@@ -158,29 +180,8 @@ def _unpack_nibble(word, cols):
 
 
 @_jit
-def _fewbit_forward_kernel(x_ptr, y_ptr, packed_ptr, bounds_ptr, code_map_ptr, param, n, nbytes,
-                           ACT: tl.constexpr, BITS: tl.constexpr, NB: tl.constexpr, LOG2: tl.constexpr,
-                           LINEAR: tl.constexpr, LEVELSET: tl.constexpr, BYTES: tl.constexpr,
-                           EVEN: tl.constexpr, I64: tl.constexpr, INTERP: tl.constexpr):
-    pid = tl.program_id(0)
-    if I64:
-        pid = pid.to(tl.int64)
-    rows = pid * BYTES + tl.arange(0, BYTES)                        # (BYTES,) byte of each plane
-    cols = tl.arange(0, 8)                                          # (8,) bit in the byte
-    offs = rows[:, None] * 8 + cols[None, :]                        # (BYTES, 8) element 8k + j
-    if EVEN:  # n is a multiple of 8 * BYTES: constant masks, folded away
-        mask = tl.full((BYTES, 8), 1, tl.int1)
-        rmask = tl.full((BYTES,), 1, tl.int1)
-    else:
-        mask = offs < n
-        rmask = rows < nbytes
-    x_raw = tl.load(x_ptr + offs, mask=mask, other=0.0)
-    x = x_raw.to(tl.float32)
-
-    if ACT != 0:
-        y = _activation(x, param, ACT, INTERP)
-        tl.store(y_ptr + offs, _cast(y, x_raw.dtype, INTERP), mask=mask)
-
+def _search_code(x, bounds_ptr, code_map_ptr, BYTES: tl.constexpr, NB: tl.constexpr, LOG2: tl.constexpr,
+                 LINEAR: tl.constexpr, LEVELSET: tl.constexpr):
     # interval = #{i : bounds[i] <= x}, tested as !(x < b) the way torch.searchsorted(right=True)
     # tests it, so NaN passes every test and lands in the last interval
     pos = tl.zeros((BYTES, 8), dtype=tl.int32)
@@ -206,6 +207,30 @@ def _fewbit_forward_kernel(x_ptr, y_ptr, packed_ptr, bounds_ptr, code_map_ptr, p
         code = tl.load(code_map_ptr + pos).to(tl.int32)
     else:
         code = pos
+    return code
+
+
+@_jit
+def _fewbit_forward_kernel(x_ptr, y_ptr, packed_ptr, bounds_ptr, code_map_ptr, lut_ptr, param, n, nbytes,
+                           ACT: tl.constexpr, BITS: tl.constexpr, NB: tl.constexpr, LOG2: tl.constexpr,
+                           LINEAR: tl.constexpr, LEVELSET: tl.constexpr, LUT: tl.constexpr,
+                           BYTES: tl.constexpr, EVEN: tl.constexpr, I64: tl.constexpr,
+                           INTERP: tl.constexpr):
+    rows, cols, offs, mask, rmask = _tile(n, nbytes, BYTES, EVEN, I64)
+    x_raw = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    x = x_raw.to(tl.float32)
+
+    if ACT != 0:
+        y = _activation(x, param, ACT, INTERP)
+        tl.store(y_ptr + offs, _cast(y, x_raw.dtype, INTERP), mask=mask)
+
+    if LUT:
+        # 16-bit x: code = lut[bit pattern of x], the torch path's code of each of the 65536
+        # values (NaN, +-inf, +-0 and subnormals included): one gather from a 64 KiB table
+        # that stays in cache, instead of the search's log2(#bounds) gathers and code_map
+        code = tl.load(lut_ptr + x_raw.to(tl.uint16, bitcast=True).to(tl.int32)).to(tl.int32)
+    else:
+        code = _search_code(x, bounds_ptr, code_map_ptr, BYTES, NB, LOG2, LINEAR, LEVELSET)
     code = tl.where(mask, code, 0)   # the tail past n packs as zero bits
 
     # plane p, byte k = sum_j (bit p of code 8k+j) << j
@@ -224,18 +249,7 @@ def _fewbit_forward_kernel(x_ptr, y_ptr, packed_ptr, bounds_ptr, code_map_ptr, p
 def _fewbit_backward_kernel(packed_ptr, grad_out_ptr, grad_in_ptr, levels_ptr, n, nbytes,
                             BITS: tl.constexpr, BYTES: tl.constexpr, EVEN: tl.constexpr,
                             I64: tl.constexpr, INTERP: tl.constexpr):
-    pid = tl.program_id(0)
-    if I64:
-        pid = pid.to(tl.int64)
-    rows = pid * BYTES + tl.arange(0, BYTES)                        # (BYTES,) byte of each plane
-    cols = tl.arange(0, 8)                                          # (8,) bit in the byte
-    offs = rows[:, None] * 8 + cols[None, :]                        # (BYTES, 8) element 8k + j
-    if EVEN:
-        mask = tl.full((BYTES, 8), 1, tl.int1)
-        rmask = tl.full((BYTES,), 1, tl.int1)
-    else:
-        mask = offs < n
-        rmask = rows < nbytes
+    rows, cols, offs, mask, rmask = _tile(n, nbytes, BYTES, EVEN, I64)
 
     # code of element 8k+j = sum_p (bit j of plane p, byte k) << p; planes 4q..4q+3 are read
     # as the bytes of one word
@@ -330,23 +344,56 @@ def _torch_libdevice() -> str | None:
     return None
 
 
-_PADDED: dict = {}
+_CACHE: dict = {}
+
+
+def _cached(what: tuple, tensors: tuple, build):
+    """build(), computed once per `what` and per state of `tensors` (at most _CACHE_SIZE kept).
+
+    A tensor is known by its address, size and version counter, and by its storage: modules
+    pass a fresh dtype view of a buffer on every call, which shares the buffer's storage
+    object (torch keeps one Python object per storage); a weakref to it tells that storage,
+    alive, from a freed one whose address was handed out again.
+    """
+    key = what + tuple((t.data_ptr(), t.numel(), t._version) for t in tensors)
+    storages = tuple(t.untyped_storage() for t in tensors)
+    hit = _CACHE.get(key)
+    if hit is None or any(ref() is not st for ref, st in zip(hit[0], storages)):
+        hit = _CACHE[key] = (tuple(weakref.ref(st) for st in storages), build())
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+    return hit[1]
 
 
 def _padded(bounds32: torch.Tensor) -> torch.Tensor:
-    """bounds32 padded with +inf to 2^k - 1 entries for the binary search (cached per tensor)."""
+    """bounds32 padded with +inf to 2^k - 1 entries for the binary search (cached)."""
     nb = bounds32.numel()
     size = (1 << nb.bit_length()) - 1
     if size == nb:
         return bounds32
-    key = (id(bounds32), bounds32.data_ptr(), bounds32._version)
-    hit = _PADDED.get(key)
-    if hit is None or hit[0]() is not bounds32:
-        pad = torch.full((size - nb,), math.inf, dtype=torch.float32, device=bounds32.device)
-        hit = _PADDED[key] = (weakref.ref(bounds32), torch.cat([bounds32, pad]))
-        while len(_PADDED) > 256:
-            _PADDED.pop(next(iter(_PADDED)))
-    return hit[1]
+
+    def build():
+        inf = torch.full((size - nb,), math.inf, dtype=torch.float32, device=bounds32.device)
+        return torch.cat([bounds32, inf])
+
+    return _cached(("padded",), (bounds32,), build)
+
+
+def _lut(bounds32: torch.Tensor, code_map: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """(65536,) uint8, entry p = the torch path's code of the `dtype` value with bit pattern p.
+
+    Built on bounds32's device by functional._encode on every value of the dtype, so it is
+    the oracle's answer by construction; cached per table constants and dtype.
+    """
+    def build():
+        from .functional import _encode  # functional imports this module
+
+        # values[i] has bit pattern i - 2^15, i.e. (i + 2^15) mod 2^16: roll by 2^15 to index by pattern
+        values = torch.arange(-(2 ** 15), 2 ** 15, dtype=torch.int32, device=bounds32.device)
+        codes = _encode(values.to(torch.int16).view(dtype), bounds32, None, code_map)
+        return codes.roll(2 ** 15)
+
+    return _cached(("lut", dtype), (bounds32,) if code_map is None else (bounds32, code_map), build)
 
 
 def _grid(n: int) -> tuple[int, bool, bool, tuple]:
@@ -390,6 +437,13 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
     (y, packed)
         y : f(x) in x's dtype and shape (None when act is None);
         packed : (bits * ceil(n / 8),) uint8, byte for byte ``pack_codes(codes, bits)``.
+
+    Notes
+    -----
+    float16 / bfloat16 x at bits >= _LUT_MIN_BITS looks each code up in a 65536-entry table
+    of the torch path's codes, built by the first call per (bounds32, code_map, dtype) and
+    cached (as are the padded bounds of the search): make that first call outside CUDA graph
+    capture.
     """
     bits = _check_bits(bits)
     _check_tensor(x, "x")
@@ -403,17 +457,23 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
     y = torch.empty_like(x, memory_format=torch.contiguous_format) if act is not None else None
     if n == 0:
         return y, packed
-    nb = bounds32.numel()
-    linear = nb <= _LINEAR_MAX
     act_id = FUSED_ACTIVATIONS[act] if act is not None else 0
     param = float((params or {}).get(_ACT_PARAM.get(act, ""), 0.0))
     block, even, i64, grid = _grid(n)
+    use_lut = x.dtype in _LUT_DTYPES and bits >= _LUT_MIN_BITS
+    if use_lut:
+        # no search: its arguments fixed (never read), one compiled kernel per dtype, bits, ACT
+        lut = _lut(bounds32, code_map, x.dtype)
+        bounds, cmap, nb = lut, lut, 0
+    else:
+        nb = bounds32.numel()
+        bounds = x if nb == 0 else bounds32 if nb <= _LINEAR_MAX else _padded(bounds32)  # x: never read
+        cmap = code_map if code_map is not None else packed  # never read when contiguous
+        lut = packed                                          # never read
     _fewbit_forward_kernel[grid](
-        x, y if y is not None else x, packed,
-        x if nb == 0 else bounds32 if linear else _padded(bounds32),  # x: never read
-        code_map if code_map is not None else packed,                 # never read when contiguous
-        param, n, nbytes, ACT=act_id, BITS=bits, NB=nb, LOG2=nb.bit_length(), LINEAR=linear,
-        LEVELSET=code_map is not None, BYTES=block, EVEN=even, I64=i64, **_options(act_id))
+        x, y if y is not None else x, packed, bounds, cmap, lut, param, n, nbytes, ACT=act_id, BITS=bits,
+        NB=nb, LOG2=nb.bit_length(), LINEAR=nb <= _LINEAR_MAX, LEVELSET=code_map is not None and not use_lut,
+        LUT=use_lut, BYTES=block, EVEN=even, I64=i64, **_options(act_id))
     return y, packed
 
 
