@@ -135,8 +135,8 @@ def _root(df, t, a, b, fa, fb):
     Vectorised Illinois method: regula falsi on the bracket, halving the weight of an end kept
     twice in a row so that neither end stalls, and bisection wherever the secant leaves the
     bracket. Once a step lands next to the root (|df - t| below 1e-9 of the start), the next
-    probes just past it, twice the estimated distance, to close the bracket from the other
-    side too: about 5 steps where bisection takes 50.
+    probes once just past it, twice the estimated distance, to close the bracket from the
+    other side too: about 5 steps where bisection takes 50.
     Done at a bracket of 4 ulp, at an x with df(x) == t exactly, or once df - t at both ends
     is within df's own rounding (4e-16 |t|), where no x in between can be told apart.
     """
@@ -147,6 +147,7 @@ def _root(df, t, a, b, fa, fb):
     eps = 2e-16 * np.maximum(np.abs(a), np.abs(b)) + 1e-300          # half the final width
     kept = np.zeros(a.shape, dtype=np.int8)    # +1: a was kept last step, -1: b was
     close = 1e-9 * np.maximum(np.abs(ya), np.abs(yb))
+    probed = np.zeros(a.shape, dtype=bool)
     for _ in range(100):
         open_ = ((b - a) > 2 * eps) & (np.maximum(np.abs(ya), np.abs(yb)) > 4e-16 * np.abs(t))
         if not open_.any():
@@ -157,9 +158,11 @@ def _root(df, t, a, b, fa, fb):
         # after landing next to the root at one end, probe just past it from that end
         with np.errstate(divide="ignore", invalid="ignore"):
             slope = np.abs((yb - ya) / (b - a))
-        near_a, near_b = (kept == -1) & (np.abs(ya) <= close), (kept == 1) & (np.abs(yb) <= close)
+        near_a = ~probed & (kept == -1) & (np.abs(ya) <= close)
+        near_b = ~probed & (kept == 1) & (np.abs(yb) <= close)
         step = np.maximum(2 * eps, 2 * np.where(near_a, np.abs(ya), np.abs(yb)) / slope)
         x = np.where(near_a & (a + step < b), a + step, np.where(near_b & (b - step > a), b - step, x))
+        probed |= near_a | near_b            # once: a probe that falls short leaves it to Illinois
         y = df(x) - t
         hit = open_ & (y == 0.0)
         new_a = ((y > 0) == a_above) & open_ & ~hit       # x replaces a, b is kept

@@ -11,6 +11,7 @@ Cut points with zero density, at a jump of f', or next to an empty run stay fixe
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,17 +81,23 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
     res, err = _maxabs(state[0], state[1]), _objective(state[2])
     it = 0
     history = [(res, err)]
+    mu = None                        # damping of the last LM step taken; None after Newton
     while it < max_iter and res > TOL * problem.scale and state[1].any():
         if len(history) > 4 and res > 0.5 * history[-5][0] and err >= history[-5][1] - _noise(err, state[2]):
             break                    # stalled: neither max|G| nor E moves (see README)
+        if len(history) > 1 and res <= 16 * TOL * problem.scale and res > 0.5 * history[-2][0]:
+            break                    # at the rounding floor of G
         it += 1
         # Newton, halved down to 1/64 (shorter steps only exploit E's rounding), then
-        # Levenberg-Marquardt steps on E with growing damping
+        # Levenberg-Marquardt steps on E with growing damping; after an LM step, Newton gets
+        # one full step and LM restarts from a tenth of the last damping
         newton = _newton_step(s, *state)
-        tries = [(a, newton) for a in 0.5 ** np.arange(7)]
-        tries += [(1.0, _descent_step(m, *state)) for m in 10.0 ** np.arange(-4, 5)]
+        alphas = 0.5 ** np.arange(7) if mu is None else [1.0]
+        mus = 10.0 ** np.arange(-4 if mu is None else max(-4, round(np.log10(mu)) - 1), 5)
+        tries = itertools.chain(((a, newton, None) for a in alphas),
+                                ((1.0, _descent_step(m, *state), m) for m in mus))
         accepted = False
-        for alpha, step in tries:
+        for alpha, step, m in tries:  # lazily: the LM steps are solved only if Newton fails
             if step is None:
                 continue
             t = s + alpha * step
@@ -99,7 +106,7 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
                 rt, et = _maxabs(st[0], st[1]), _objective(st[2])
                 noise = _noise(err, st[2])
                 if et < err - noise or (et <= err + noise and rt < res):
-                    s, state, res, err, accepted = t, st, rt, et, True
+                    s, state, res, err, mu, accepted = t, st, rt, et, m, True
                     break
         if not accepted:
             break
