@@ -114,6 +114,19 @@ def _cast(y, dtype: tl.constexpr, INTERP: tl.constexpr):
 
 
 @_jit
+def _upcast(x, INTERP: tl.constexpr):
+    # x's dtype -> fp32, exact
+    if INTERP:
+        if x.dtype == tl.bfloat16:
+            # the interpreter mangles bf16 subnormals; bf16 is the top half of an fp32
+            return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+        else:
+            return x.to(tl.float32)
+    else:
+        return x.to(tl.float32)
+
+
+@_jit
 def _activation(x, param, ACT: tl.constexpr, INTERP: tl.constexpr):
     # fp32 x -> fp32 f(x), written as torch's CUDA kernels write it (opmath float);
     # python float constants round to float32 as nvcc rounds the constexpr opmath_t values
@@ -218,7 +231,7 @@ def _fewbit_forward_kernel(x_ptr, y_ptr, packed_ptr, bounds_ptr, code_map_ptr, l
                            INTERP: tl.constexpr):
     rows, cols, offs, mask, rmask = _tile(n, nbytes, BYTES, EVEN, I64)
     x_raw = tl.load(x_ptr + offs, mask=mask, other=0.0)
-    x = x_raw.to(tl.float32)
+    x = _upcast(x_raw, INTERP)
 
     if ACT != 0:
         y = _activation(x, param, ACT, INTERP)
