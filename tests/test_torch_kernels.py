@@ -5,6 +5,7 @@ codes, bytes and gradients are still exact but the transcendental f(x) comes fro
 y is compared with a tolerance; the CUDA tests at the bottom check y bit for bit.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -131,10 +132,12 @@ def test_many_programs_and_tails(monkeypatch):
         assert_equal(fused_backward(packed, g, consts.levels, 3), plain_backward(packed, g, consts.levels, 3))
 
 
-def test_int64_offsets(monkeypatch):
+@pytest.mark.parametrize("lut", [True, False], ids=["lut", "search"])
+def test_int64_offsets(monkeypatch, lut):
     # the I64 kernels (n >= 2^31 on the GPU) on a small n
     grid = kernels._grid
     monkeypatch.setattr(kernels, "_grid", lambda n: (*grid(n)[:2], True, grid(n)[3]))
+    monkeypatch.setattr(kernels, "_LUT_MIN_BITS", 1 if lut else 9)
     table = hand_table(5, levelset=True)
     consts = table_constants(table, DEVICE)
     x = inputs(table, 341, torch.float16)
@@ -143,6 +146,72 @@ def test_int64_offsets(monkeypatch):
     assert_equal(y, torch.nn.functional.leaky_relu(x, 0.01))
     g = torch.randn(341, generator=torch.Generator().manual_seed(2)).to(torch.float16).to(DEVICE)
     assert_equal(fused_backward(packed, g, consts.levels, 5), plain_backward(packed, g, consts.levels, 5))
+
+
+@functools.lru_cache(maxsize=None)
+def designed_table(bits, partition):
+    """A designed GELU table; at 1-2 bits the optimal level set is contiguous, so a hand one."""
+    if partition == "levelset" and bits <= 2:
+        return hand_table(bits, levelset=True, seed=bits)
+    return design("gelu", bits, partition=partition, grid=256)
+
+
+def every_value(dtype, device=DEVICE):
+    """All 65536 values of a 16-bit dtype, shuffled, then 5 again: n = 65541 ends inside a byte."""
+    x = kernels._probe_values(dtype)
+    x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(1))]
+    return torch.cat([x, x[:5]]).to(device)
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "levelset"])
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_lut_and_search_on_every_16bit_value(dtype, bits, partition, monkeypatch):
+    table = designed_table(bits, partition)
+    consts = table_constants(table, DEVICE)
+    assert (consts.code_map is not None) == (partition == "levelset")
+    x = every_value(dtype)
+    codes = plain_codes(x, consts)
+    # the table itself: entry p is the code of the value with bit pattern p (x has every p)
+    lut = kernels._lut(consts.bounds32, consts.code_map, dtype)
+    assert lut.dtype == torch.uint8 and lut.shape == (65536,)
+    assert_equal(lut[x.view(torch.int16).long() & 0xFFFF], codes)
+
+    calls = []
+    build = kernels._lut
+    monkeypatch.setattr(kernels, "_lut", lambda *args: calls.append(args) or build(*args))
+    ys = []
+    for min_bits, uses_lut in ((1, True), (9, False)):  # the LUT path, then the search path
+        monkeypatch.setattr(kernels, "_LUT_MIN_BITS", min_bits)
+        calls.clear()
+        y, packed = fused_forward(x, consts.bounds32, consts.code_map, bits, "relu")
+        assert len(calls) == uses_lut
+        assert_equal(packed, pack_codes(codes, bits))
+        assert_equal(y, torch.relu(x))  # values (the interpreter's relu(-0) is +0)
+        ys.append(y.view(torch.int16))
+    assert_equal(ys[0], ys[1])  # the same bits either way
+
+
+def test_lut_cache_follows_the_table_tensors():
+    consts = table_constants(hand_table(3, levelset=True), DEVICE)
+    x = every_value(torch.bfloat16)
+    # modules pass a fresh float32 view of an int32 buffer on every call: one LUT, one padding
+    buf, code_map = consts.bounds32.clone().view(torch.int32), consts.code_map.clone()
+    first = kernels._lut(buf.view(torch.float32), code_map, torch.bfloat16)
+    assert kernels._lut(buf.view(torch.float32), code_map, torch.bfloat16) is first
+    assert kernels._padded(buf.view(torch.float32)) is kernels._padded(buf.view(torch.float32))
+    assert kernels._lut(buf.view(torch.float32), code_map, torch.float16) is not first
+    assert kernels._lut(buf.view(torch.float32), None, torch.bfloat16) is not first
+    # in-place changes of the bounds or the code map give a new table, the oracle's again
+    bounds = buf.view(torch.float32)
+    for change in (lambda: bounds.add_(0.5), lambda: code_map.copy_(code_map.flip(0))):
+        change()
+        lut = kernels._lut(bounds, code_map, torch.bfloat16)
+        assert lut is not first
+        new = type(consts).__new__(type(consts))
+        new.bounds32, new.code_map = bounds, code_map
+        assert_equal(lut[x.view(torch.int16).long() & 0xFFFF], plain_codes(x, new))
+        first = lut
 
 
 def test_fused_y_exact_answers():
