@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU check: install, the kernel and functional tests on compiled Triton kernels, the
 # kernel benchmark. Everything goes to "$OUT/gpu_check.txt"; each step has a timeout and a
-# failing step does not stop the next (about 4 minutes in all).
+# failing step does not stop the next (about 4-5 minutes in all).
 #
 #   OUT=/tmp/out bash benchmarks/gpu_check.sh
 set -x
@@ -31,15 +31,15 @@ import torch, triton
 from fewbit_design.torch import kernels
 print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available(),
       'interpreted', kernels._interpreted(), 'triton_available(cuda)', kernels.triton_available('cuda'),
-      'libdevice', kernels._torch_libdevice())
+      'libdevice', kernels._torch_libdevice(), '_LUT_MIN_BITS', kernels._LUT_MIN_BITS)
 " || echo "STEP FAILED: import check"
 
   XDIST=""
   if "$PY" -c "import xdist" 2>/dev/null; then XDIST="-n 8"; fi
-  timeout -k 5 150 "$PY" -m pytest -q -p no:cacheprovider $XDIST -rsx --tb=short \
+  timeout -k 5 200 "$PY" -m pytest -q -p no:cacheprovider $XDIST -rsx --tb=short \
     tests/test_torch_kernels.py tests/test_torch_functional.py \
     || echo "STEP FAILED: pytest (rc=$?)"
 
-  timeout -k 5 120 "$PY" benchmarks/kernels.py || echo "STEP FAILED: benchmarks/kernels.py (rc=$?)"
+  timeout -k 5 150 "$PY" benchmarks/kernels.py || echo "STEP FAILED: benchmarks/kernels.py (rc=$?)"
   echo "gpu_check done"
 } 2>&1 | tee "$OUT/gpu_check.txt"

@@ -14,11 +14,15 @@ against the bytes each path must move:
 
 "plain" is the torch fewbit path and "torch y + codes" F.gelu followed by the kernel with
 ACT = 0 (the fallback where the fused y is not torch's bit for bit), both timed against the
-same bytes. "exact" says whether the fused y equals torch's, and the fused bytes and gradients
-the plain path's.
+same bytes. For bf16, "fused (search)" finds each code by binary search over the boundaries
+and "fused (lut)" by one gather from the 65536-entry table of codes (kernels._LUT_MIN_BITS
+chooses between them; "torch y + codes" uses that choice). "exact" says whether the fused y
+equals torch's, and the fused bytes and gradients the plain path's.
 """
 
+import contextlib
 import sys
+import time
 
 import numpy as np
 import torch
@@ -32,6 +36,7 @@ from fewbit_design.torch.packing import pack_codes, packed_nbytes, unpack_codes
 from fewbit_design.torch.tables import table_constants
 
 PARAMS = {"leaky_relu": {"negative_slope": 0.01}}
+DEVICE = "cuda"  # "cpu" under TRITON_INTERPRET=1 only to dry-run the code paths (times meaningless)
 
 
 def cuda_time(fn, *, repeat=20, warmup=3):
@@ -40,6 +45,11 @@ def cuda_time(fn, *, repeat=20, warmup=3):
         out = fn()
     times = []
     for _ in range(repeat):
+        if DEVICE != "cuda":
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         out = fn()
@@ -68,6 +78,17 @@ def table_for(bits):
                  mse=0.0, relative_error=0.0)
 
 
+@contextlib.contextmanager
+def lut_min_bits_set(value):
+    """kernels._LUT_MIN_BITS = value inside (1: the LUT for 16-bit x, 9: the search; None: as is)."""
+    saved = kernels._LUT_MIN_BITS
+    kernels._LUT_MIN_BITS = saved if value is None else value
+    try:
+        yield
+    finally:
+        kernels._LUT_MIN_BITS = saved
+
+
 def plain_forward(x, consts, bits):
     y = F.gelu(x)
     interval = torch.searchsorted(consts.bounds32, x.reshape(-1).float(), right=True, out_int32=True)
@@ -90,7 +111,7 @@ def bit_equal(a, b):
 
 
 def exactness_table():
-    consts = table_constants(table_for(3), "cuda")
+    consts = table_constants(table_for(3), DEVICE)
     print("\n## fused y vs torch, bit for bit: differing elements (all values of float16 and bfloat16;"
           " for float32 2^22 bit patterns, a ramp and the special values)\n")
     print("| activation | float32 | float16 | bfloat16 |")
@@ -98,7 +119,7 @@ def exactness_table():
     for act in FUSED_ACTIVATIONS:
         cells = []
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            x = kernels._probe_values(dtype).cuda()
+            x = kernels._probe_values(dtype).to(DEVICE)
             y, _ = fused_forward(x, consts.bounds32, None, 3, act, PARAMS.get(act))
             bad = bit_equal(y, TORCH_FORWARD[act](x, **PARAMS.get(act, {})))
             cells.append("exact" if bad == 0 else f"{bad} of {x.numel()} differ")
@@ -113,52 +134,70 @@ def speed_table(sizes, bits_list=(1, 2, 3, 4, 8)):
         es = torch.tensor([], dtype=dtype).element_size()
         for logn in sizes:
             n = 1 << logn
-            x = torch.randn(n, device="cuda", dtype=dtype)
-            g = torch.randn(n, device="cuda", dtype=dtype)
+            x = torch.randn(n, device=DEVICE, dtype=dtype)
+            g = torch.randn(n, device=DEVICE, dtype=dtype)
             t_f, _ = cuda_time(lambda: F.gelu(x))
             t_b, _ = cuda_time(lambda: torch.ops.aten.gelu_backward(g, x))
             print(f"| {dtype} | 2^{logn} | - | native | {fmt_us(t_f)} | {gbps(2 * n * es, t_f)} | "
                   f"{fmt_us(t_b)} | {gbps(3 * n * es, t_b)} | |")
             for bits in bits_list:
-                consts = table_constants(table_for(bits), "cuda")
-                code_bytes = packed_nbytes(n, bits)
-                fwd_bytes, bwd_bytes = 2 * n * es + code_bytes, code_bytes + 2 * n * es
-                t_f, (y, packed) = cuda_time(
-                    lambda: fused_forward(x, consts.bounds32, consts.code_map, bits, "gelu"))
-                t_b, grad = cuda_time(lambda: fused_backward(packed, g, consts.levels, bits))
-                tc_f, _ = cuda_time(
-                    lambda: (F.gelu(x), fused_forward(x, consts.bounds32, consts.code_map, bits)))
-                tp_f, (y_ref, packed_ref) = cuda_time(lambda: plain_forward(x, consts, bits), repeat=10)
-                tp_b, grad_ref = cuda_time(lambda: plain_backward(packed_ref, g, consts, bits), repeat=10)
-                bad = (bit_equal(y, y_ref), bit_equal(packed, packed_ref), bit_equal(grad, grad_ref))
-                exact = "yes" if bad == (0, 0, 0) else f"NO: y {bad[0]}, bytes {bad[1]}, grad {bad[2]}"
-                print(f"| {dtype} | 2^{logn} | {bits} | fused | {fmt_us(t_f)} | {gbps(fwd_bytes, t_f)} | "
-                      f"{fmt_us(t_b)} | {gbps(bwd_bytes, t_b)} | {exact} |")
-                print(f"| {dtype} | 2^{logn} | {bits} | torch y + codes | {fmt_us(tc_f)} | "
-                      f"{gbps(fwd_bytes, tc_f)} | (fused) | | |")
-                print(f"| {dtype} | 2^{logn} | {bits} | plain | {fmt_us(tp_f)} | {gbps(fwd_bytes, tp_f)} | "
-                      f"{fmt_us(tp_b)} | {gbps(bwd_bytes, tp_b)} | |")
-                del y, packed, grad, y_ref, packed_ref, grad_ref
+                for row in fewbit_rows(x, g, bits):
+                    print(f"| {dtype} | 2^{logn} | {bits} | " + " | ".join(row) + " |")
             del x, g
-            torch.cuda.empty_cache()
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
+
+
+def fewbit_rows(x, g, bits):
+    """Cells from `path` on of the fused, "torch y + codes" and plain rows for GELU at `bits`."""
+    consts = table_constants(table_for(bits), DEVICE)
+    code_bytes = packed_nbytes(x.numel(), bits)
+    fwd_bytes = bwd_bytes = 2 * x.numel() * x.element_size() + code_bytes
+    tp_f, (y_ref, packed_ref) = cuda_time(lambda: plain_forward(x, consts, bits), repeat=10)
+    tp_b, grad_ref = cuda_time(lambda: plain_backward(packed_ref, g, consts, bits), repeat=10)
+    rows = []
+    # 16-bit x: the fused forward with each way of finding the codes (backward once: the same)
+    paths = [("fused", None)] if x.element_size() == 4 else [("fused (search)", 9), ("fused (lut)", 1)]
+    for label, lut_min_bits in paths:
+        with lut_min_bits_set(lut_min_bits):
+            t_f, (y, packed) = cuda_time(
+                lambda: fused_forward(x, consts.bounds32, consts.code_map, bits, "gelu"))
+        bad = {"y": bit_equal(y, y_ref), "bytes": bit_equal(packed, packed_ref)}
+        backward = ["(fused)", ""]
+        if not rows:
+            t_b, grad = cuda_time(lambda: fused_backward(packed, g, consts.levels, bits))
+            bad["grad"] = bit_equal(grad, grad_ref)
+            backward = [fmt_us(t_b), gbps(bwd_bytes, t_b)]
+        exact = "yes" if not any(bad.values()) else "NO: " + ", ".join(f"{k} {v}" for k, v in bad.items())
+        rows.append([label, fmt_us(t_f), gbps(fwd_bytes, t_f), *backward, exact])
+    tc_f, _ = cuda_time(lambda: (F.gelu(x), fused_forward(x, consts.bounds32, consts.code_map, bits)))
+    rows.append(["torch y + codes", fmt_us(tc_f), gbps(fwd_bytes, tc_f), "(fused)", "", ""])
+    rows.append(["plain", fmt_us(tp_f), gbps(fwd_bytes, tp_f), fmt_us(tp_b), gbps(bwd_bytes, tp_b), ""])
+    return rows
 
 
 def tuning_table(logn=26, configs=((128, 4, 1), (256, 4, 1), (128, 8, 1), (64, 2, 1), (128, 4, 3))):
-    """Fused GELU forward / backward over (bytes per program, warps, most bounds searched linearly)."""
+    """Fused GELU forward (search and LUT) / backward over (bytes per program, warps, most bounds
+    searched linearly)."""
     print(f"\n## tuning: bf16 GELU, n = 2^{logn}, time in us (median)\n")
-    print("| bytes/program | warps | linear up to | bits | forward | backward |")
-    print("|---|---|---|---|---|---|")
-    x = torch.randn(1 << logn, device="cuda", dtype=torch.bfloat16)
+    print("| bytes/program | warps | linear up to | bits | forward (search) | forward (lut) | backward |")
+    print("|---|---|---|---|---|---|---|")
+    x = torch.randn(1 << logn, device=DEVICE, dtype=torch.bfloat16)
     g = torch.randn_like(x)
     saved = kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX
     try:
         for block, warps, linear in configs:
             kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX = block, warps, linear
             for bits in (2, 3, 4, 8):
-                consts = table_constants(table_for(bits), "cuda")
-                t_f, (_, packed) = cuda_time(lambda: fused_forward(x, consts.bounds32, None, bits, "gelu"))
+                consts = table_constants(table_for(bits), DEVICE)
+                t_f = []
+                for lut_min_bits in (9, 1):
+                    with lut_min_bits_set(lut_min_bits):
+                        t, (_, packed) = cuda_time(lambda: fused_forward(x, consts.bounds32, None, bits,
+                                                                         "gelu"))
+                    t_f.append(f"{t[0] * 1e6:.0f}")
                 t_b, _ = cuda_time(lambda: fused_backward(packed, g, consts.levels, bits))
-                print(f"| {block} | {warps} | {linear} | {bits} | {t_f[0] * 1e6:.0f} | {t_b[0] * 1e6:.0f} |")
+                print(f"| {block} | {warps} | {linear} | {bits} | {t_f[0]} | {t_f[1]} | {t_b[0] * 1e6:.0f} |")
     finally:
         kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX = saved
 
