@@ -115,15 +115,12 @@ def _cast(y, dtype: tl.constexpr, INTERP: tl.constexpr):
 
 @_jit
 def _upcast(x, INTERP: tl.constexpr):
-    # x's dtype -> fp32, exact
+    # x's dtype -> fp32, exact; the interpreter mangles bf16 subnormals, so there a bf16 is
+    # widened by its bits (it is the top half of an fp32)
     if INTERP:
         if x.dtype == tl.bfloat16:
-            # the interpreter mangles bf16 subnormals; bf16 is the top half of an fp32
-            return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
-        else:
-            return x.to(tl.float32)
-    else:
-        return x.to(tl.float32)
+            x = (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    return x.to(tl.float32)
 
 
 @_jit
@@ -361,12 +358,11 @@ _CACHE: dict = {}
 
 
 def _cached(what: tuple, tensors: tuple, build):
-    """build(), computed once per `what` and per state of `tensors` (at most _CACHE_SIZE kept).
+    """build(), once per `what` and state of `tensors` (address, size, version and storage).
 
-    A tensor is known by its address, size and version counter, and by its storage: modules
-    pass a fresh dtype view of a buffer on every call, which shares the buffer's storage
-    object (torch keeps one Python object per storage); a weakref to it tells that storage,
-    alive, from a freed one whose address was handed out again.
+    Modules pass a fresh dtype view of a buffer on every call; it shares the buffer's storage
+    object (torch keeps one per storage), and a weakref to that tells it from a freed one
+    whose address was handed out again.
     """
     key = what + tuple((t.data_ptr(), t.numel(), t._version) for t in tensors)
     storages = tuple(t.untyped_storage() for t in tensors)
@@ -384,27 +380,20 @@ def _padded(bounds32: torch.Tensor) -> torch.Tensor:
     size = (1 << nb.bit_length()) - 1
     if size == nb:
         return bounds32
-
-    def build():
-        inf = torch.full((size - nb,), math.inf, dtype=torch.float32, device=bounds32.device)
-        return torch.cat([bounds32, inf])
-
-    return _cached(("padded",), (bounds32,), build)
+    pad = (size - nb,)
+    return _cached(("padded",), (bounds32,), lambda: torch.cat(
+        [bounds32, torch.full(pad, math.inf, dtype=torch.float32, device=bounds32.device)]))
 
 
 def _lut(bounds32: torch.Tensor, code_map: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """(65536,) uint8, entry p = the torch path's code of the `dtype` value with bit pattern p.
-
-    Built on bounds32's device by functional._encode on every value of the dtype, so it is
-    the oracle's answer by construction; cached per table constants and dtype.
-    """
+    """(65536,) uint8: entry p is the torch path's code (functional._encode) of the `dtype` value
+    with bit pattern p, so exact by construction; cached."""
     def build():
         from .functional import _encode  # functional imports this module
 
-        # values[i] has bit pattern i - 2^15, i.e. (i + 2^15) mod 2^16: roll by 2^15 to index by pattern
-        values = torch.arange(-(2 ** 15), 2 ** 15, dtype=torch.int32, device=bounds32.device)
-        codes = _encode(values.to(torch.int16).view(dtype), bounds32, None, code_map)
-        return codes.roll(2 ** 15)
+        # int16 i (pattern i mod 2^16) sits at position i + 2^15: roll by 2^15 to put it at its pattern
+        ints = torch.arange(-(2 ** 15), 2 ** 15, dtype=torch.int32, device=bounds32.device).to(torch.int16)
+        return _encode(ints.view(dtype), bounds32, None, code_map).roll(2 ** 15)
 
     return _cached(("lut", dtype), (bounds32,) if code_map is None else (bounds32, code_map), build)
 
@@ -453,10 +442,8 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
 
     Notes
     -----
-    float16 / bfloat16 x at bits >= _LUT_MIN_BITS looks each code up in a 65536-entry table
-    of the torch path's codes, built by the first call per (bounds32, code_map, dtype) and
-    cached (as are the padded bounds of the search): make that first call outside CUDA graph
-    capture.
+    float16 / bfloat16 x at bits >= _LUT_MIN_BITS looks its codes up in a 65536-entry table,
+    built by the first call per (bounds32, code_map, dtype): make it outside CUDA graph capture.
     """
     bits = _check_bits(bits)
     _check_tensor(x, "x")
