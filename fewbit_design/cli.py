@@ -75,8 +75,14 @@ def run(argv=None) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):   # a closed pipe (`| head`): nothing more can be said
+        except BrokenPipeError:   # a closed pipe (`| head`): nothing more can be said
             pass
+        except (OSError, ValueError) as e:   # e.g. a full disk under `> file`: say so, fail
+            try:
+                os.write(2, f"Error: cannot write output: {e}\n".encode())
+            except OSError:
+                pass
+            code = code or 1
     os._exit(code)
 
 

@@ -188,3 +188,14 @@ def test_closed_pipe_is_quiet():
     res = subprocess.run(f"'{sys.executable}' -m fewbit_design list | head -1", shell=True,
                          capture_output=True, text=True, executable="/bin/bash")
     assert res.stdout.startswith("Activations") and res.stderr == "", res.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_on_stdout_fails_loudly():
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        res = subprocess.run([sys.executable, "-m", "fewbit_design", "gelu", "--bits", "2"], stdout=full,
+                             stderr=subprocess.PIPE, text=True)
+    assert res.returncode != 0 and "No space left on device" in res.stderr, res.stderr
