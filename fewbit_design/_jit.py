@@ -4,10 +4,10 @@ A ``cache=True`` dispatcher that finds its machine code on disk still initialise
 whole compiler first (``target_context.refresh()``: every typing and lowering registry, and
 scipy.linalg for BLAS), which costs 0.5-0.8 s per process, more than the design itself. The
 cached code needs none of it, only numba's runtime (NRT). ``kernel`` wraps a dispatcher so
-that its first call loads the cached overload with just the runtime
-initialised, exactly as the dispatcher's own cache hit does minus the refresh; on a cache
-miss, or if numba's internals ever change, the call falls through to the dispatcher, which
-compiles (and caches) as usual. Either way the same machine code runs.
+that its first call loads the cached overload with just the runtime initialised, exactly as
+the dispatcher's own cache hit does minus the refresh; on a cache miss, or if numba's
+internals ever change, the call falls through to the dispatcher, which compiles (and caches)
+as usual. Either way the same machine code runs.
 
 Only entry points called from Python are wrapped; kernels called from jitted code stay plain
 dispatchers (their code is linked into the caller's cached library).

@@ -4,8 +4,9 @@ At an optimal cut point s between runs with levels y_l, y_r (conditional means):
     G(s) = g(s) - (y_l + y_r) / 2 = 0
 where g(s) = f'(s) for contiguous boundaries in x, and g(t) = t for level-set thresholds
 in value space. Both problems share this Newton iteration: the Jacobian is tridiagonal
-(d y / d s = density·(g(s) - y) / mass at each end of a run), the line search is on max|G|,
-and the start is the grid optimum, already within a cell of a continuous optimum.
+(d y / d s = density·(g(s) - y) / mass at each end of a run), the line search is on the
+objective itself (see refine_points), and the start is the grid optimum, already within a
+cell of a continuous optimum.
 Cut points with zero density, at a jump of f', or next to an empty run stay fixed.
 """
 
@@ -83,7 +84,7 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
     history = [(res, err)]
     mu = None                        # damping of the last LM step taken; None after Newton
     while it < max_iter and res > TOL * problem.scale and state[1].any():
-        if len(history) > 4 and res > 0.5 * history[-5][0] and err >= history[-5][1] - _noise(err, state[2]):
+        if len(history) > 4 and res > 0.5 * history[-5][0] and err >= history[-5][1] - _noise(state[2]):
             break                    # stalled: neither max|G| nor E moves (see README)
         if len(history) > 1 and res <= 16 * TOL * problem.scale and res > 0.5 * history[-2][0]:
             break                    # at the rounding floor of G
@@ -104,7 +105,7 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
             if np.all(np.diff(t) > 0) and t[0] > lo and t[-1] < hi:
                 st = _state(problem, t)
                 rt, et = _maxabs(st[0], st[1]), _objective(st[2])
-                noise = _noise(err, st[2])
+                noise = _noise(st[2])
                 if et < err - noise or (et <= err + noise and rt < res):
                     s, state, res, err, mu, accepted = t, st, rt, et, m, True
                     break
@@ -116,11 +117,11 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
 
 def _objective(S) -> float:
     """E = sum over runs of S2 - S1²/S0: the error of the levels S1/S0 on these runs."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return float(np.sum(np.where(S[0] > 0, np.maximum(S[2] - S[1] ** 2 / np.where(S[0] > 0, S[0], 1.0), 0.0), 0.0)))
+    live = S[0] > 0
+    return float(np.sum(np.maximum(S[2, live] - S[1, live] ** 2 / S[0, live], 0.0)))
 
 
-def _noise(err: float, S) -> float:
+def _noise(S) -> float:
     """What E's rounding can hide: a few ulps of the S2 it is formed from."""
     return 4 * np.finfo(float).eps * float(np.sum(np.abs(S[2])))
 
