@@ -23,10 +23,10 @@ import functools
 import json
 import math
 import os
-import weakref
 
 import torch
 
+from .lut import _lut, _padded
 from .packing import _check_bits, packed_nbytes
 
 try:
@@ -54,7 +54,6 @@ _LINEAR_MAX = 1                     # up to this many bounds, compare with each;
 # search / LUT forward 496 / 563 us at 1 bit, 562 / 564 at 2, 620 / 536 at 3, 1026 / 571 at 8
 _LUT_MIN_BITS = 3
 _LUT_DTYPES = (torch.float16, torch.bfloat16)
-_CACHE_SIZE = 256                   # padded bounds and LUTs kept (LUT: 64 KiB each)
 
 
 def _jit(fn):
@@ -354,50 +353,6 @@ def _torch_libdevice() -> str | None:
         if version == want and os.path.isfile(path):
             return path
     return None
-
-
-_CACHE: dict = {}
-
-
-def _cached(what: tuple, tensors: tuple, build):
-    """build(), once per `what` and state of `tensors` (address, size, version and storage).
-
-    Modules pass a fresh dtype view of a buffer on every call; it shares the buffer's storage
-    object (torch keeps one per storage), and a weakref to that tells it from a freed one
-    whose address was handed out again.
-    """
-    key = what + tuple((t.data_ptr(), t.numel(), t._version) for t in tensors)
-    storages = tuple(t.untyped_storage() for t in tensors)
-    hit = _CACHE.get(key)
-    if hit is None or any(ref() is not st for ref, st in zip(hit[0], storages)):
-        hit = _CACHE[key] = (tuple(weakref.ref(st) for st in storages), build())
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-    return hit[1]
-
-
-def _padded(bounds32: torch.Tensor) -> torch.Tensor:
-    """bounds32 padded with +inf to 2^k - 1 entries for the binary search (cached)."""
-    nb = bounds32.numel()
-    size = (1 << nb.bit_length()) - 1
-    if size == nb:
-        return bounds32
-    pad = (size - nb,)
-    return _cached(("padded",), (bounds32,), lambda: torch.cat(
-        [bounds32, torch.full(pad, math.inf, dtype=torch.float32, device=bounds32.device)]))
-
-
-def _lut(bounds32: torch.Tensor, code_map: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """(65536,) uint8: entry p is the torch path's code (functional._encode) of the `dtype` value
-    with bit pattern p, so exact by construction; cached."""
-    def build():
-        from .functional import _encode  # functional imports this module
-
-        # int16 i (pattern i mod 2^16) sits at position i + 2^15: roll by 2^15 to put it at its pattern
-        ints = torch.arange(-(2 ** 15), 2 ** 15, dtype=torch.int32, device=bounds32.device).to(torch.int16)
-        return _encode(ints.view(dtype), bounds32, None, code_map).roll(2 ** 15)
-
-    return _cached(("lut", dtype), (bounds32,) if code_map is None else (bounds32, code_map), build)
 
 
 def _grid(n: int) -> tuple[int, bool, bool, tuple]:
