@@ -1,7 +1,9 @@
 """Fused Triton kernels: activation + coding + bit-plane packing forward, unpack + lookup backward.
 
 forward:  y = f(x) (optional);  code = code_map[#{bounds32 <= x}];  packed planes (packing.py layout)
-          (16-bit x at bits >= _LUT_MIN_BITS: code = lut[bit pattern of x], the same codes)
+          (16-bit x at bits >= _LUT_MIN_BITS: code = lut[bit pattern of x], the same codes;
+          float32 x at bits >= _LUT32_MIN_BITS: the count starts from a table indexed by the top
+          16 bits of x and compares x only with the bounds inside that prefix's range)
 backward: grad_in = grad_out * levels[code]   (fp32 math, stored in grad_out's dtype)
 
 Each program owns BYTES consecutive bytes of every plane, i.e. the BLOCK = 8 * BYTES elements
@@ -26,7 +28,7 @@ import os
 
 import torch
 
-from .lut import _lut, _padded
+from .lut import _bracket, _lut, _padded
 from .packing import _check_bits, packed_nbytes
 
 try:
@@ -54,6 +56,10 @@ _LINEAR_MAX = 1                     # up to this many bounds, compare with each;
 # search / LUT forward 496 / 563 us at 1 bit, 562 / 564 at 2, 620 / 536 at 3, 1026 / 571 at 8
 _LUT_MIN_BITS = 3
 _LUT_DTYPES = (torch.float16, torch.bfloat16)
+# float32 from this many bits: one gather from the prefix table (lut._bracket), then compares
+# with the rare bounds inside the prefix, instead of the search. H200, fp32 GELU, 2^28: search
+# forward 575 us at 1 bit, 1175 at 8 (native 513)
+_LUT32_MIN_BITS = 3
 
 
 def _jit(fn):
@@ -222,11 +228,29 @@ def _search_code(x, bounds_ptr, code_map_ptr, BYTES: tl.constexpr, NB: tl.conste
 
 
 @_jit
+def _bracket_code(x, x_raw, bracket_ptr, bounds_ptr, NB: tl.constexpr, MAXC: tl.constexpr):
+    # float32 x, prefix p = top 16 bits of x (sign, exponent, 7 mantissa bits), entry[p] =
+    # base << 4 | count (lut._bracket): interval = base + #{j < count : !(x < bounds[base + j])},
+    # in MAXC = max count steps; a step reads a bound only where j < count, and count is 0 for
+    # nearly every prefix, so mostly one gather from a 128 KiB table instead of log2(#bounds)
+    entry = tl.load(bracket_ptr + (x_raw.to(tl.uint32, bitcast=True) >> 16).to(tl.int32)).to(tl.int32)
+    base = entry >> 4
+    count = entry & 15
+    pos = base
+    for j in tl.static_range(MAXC):
+        inside = j < count
+        b = tl.load(bounds_ptr + base + j, mask=inside, other=0.0)
+        pos += tl.where(inside & ~(x < b), 1, 0)
+    # NaN: the last interval, as in the search (prefix 0xFF80 holds -inf and NaNs; its entry is -inf's)
+    return tl.where(x != x, NB, pos)
+
+
+@_jit
 def _fewbit_forward_kernel(x_ptr, y_ptr, packed_ptr, bounds_ptr, code_map_ptr, lut_ptr, param, n, nbytes,
                            ACT: tl.constexpr, BITS: tl.constexpr, NB: tl.constexpr, LOG2: tl.constexpr,
                            LINEAR: tl.constexpr, LEVELSET: tl.constexpr, LUT: tl.constexpr,
-                           BYTES: tl.constexpr, EVEN: tl.constexpr, I64: tl.constexpr,
-                           INTERP: tl.constexpr):
+                           MAXC: tl.constexpr, BYTES: tl.constexpr, EVEN: tl.constexpr,
+                           I64: tl.constexpr, INTERP: tl.constexpr):
     rows, cols, offs, mask, rmask = _tile(n, nbytes, BYTES, EVEN, I64)
     x_raw = tl.load(x_ptr + offs, mask=mask, other=0.0)
     x = _upcast(x_raw, INTERP)
@@ -235,11 +259,15 @@ def _fewbit_forward_kernel(x_ptr, y_ptr, packed_ptr, bounds_ptr, code_map_ptr, l
         y = _activation(x, param, ACT, INTERP)
         tl.store(y_ptr + offs, _cast(y, x_raw.dtype, INTERP), mask=mask)
 
-    if LUT:
+    if LUT == 16:
         # 16-bit x: code = lut[bit pattern of x], the torch path's code of each of the 65536
         # values (NaN, +-inf, +-0 and subnormals included): one gather from a 64 KiB table
         # that stays in cache, instead of the search's log2(#bounds) gathers and code_map
         code = tl.load(lut_ptr + x_raw.to(tl.uint16, bitcast=True).to(tl.int32)).to(tl.int32)
+    elif LUT == 32:
+        code = _bracket_code(x, x_raw, lut_ptr, bounds_ptr, NB, MAXC)
+        if LEVELSET:
+            code = tl.load(code_map_ptr + code).to(tl.int32)
     else:
         code = _search_code(x, bounds_ptr, code_map_ptr, BYTES, NB, LOG2, LINEAR, LEVELSET)
     code = tl.where(mask, code, 0)   # the tail past n packs as zero bits
@@ -400,7 +428,9 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
     Notes
     -----
     float16 / bfloat16 x at bits >= _LUT_MIN_BITS looks its codes up in a 65536-entry table,
-    built by the first call per (bounds32, code_map, dtype): make it outside CUDA graph capture.
+    built by the first call per (bounds32, code_map, dtype); float32 x at bits >= _LUT32_MIN_BITS
+    starts from a 65536-entry prefix table built per bounds32: make the first call outside
+    CUDA graph capture.
     """
     bits = _check_bits(bits)
     _check_tensor(x, "x")
@@ -417,20 +447,26 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
     act_id = FUSED_ACTIVATIONS[act] if act is not None else 0
     param = float((params or {}).get(_ACT_PARAM.get(act, ""), 0.0))
     block, even, i64, grid = _grid(n)
-    use_lut = x.dtype in _LUT_DTYPES and bits >= _LUT_MIN_BITS
-    if use_lut:
+    nb = bounds32.numel()
+    cmap = code_map if code_map is not None else packed  # never read when contiguous
+    kind, lut, maxc = 0, packed, 0                        # kind 0: the search (lut never read)
+    if x.dtype in _LUT_DTYPES and bits >= _LUT_MIN_BITS:
+        kind, lut = 16, _lut(bounds32, code_map, x.dtype)
+    elif x.dtype == torch.float32 and bits >= _LUT32_MIN_BITS:
+        table, most = _bracket(bounds32)
+        if table is not None:  # None where bounds crowd into one prefix's range: the search
+            kind, lut, maxc = 32, table, most
+    if kind == 16:
         # no search: its arguments fixed (never read), one compiled kernel per dtype, bits, ACT
-        lut = _lut(bounds32, code_map, x.dtype)
         bounds, cmap, nb = lut, lut, 0
+    elif kind == 32:
+        bounds = bounds32 if nb else x                    # x: never read (every count is 0)
     else:
-        nb = bounds32.numel()
         bounds = x if nb == 0 else bounds32 if nb <= _LINEAR_MAX else _padded(bounds32)  # x: never read
-        cmap = code_map if code_map is not None else packed  # never read when contiguous
-        lut = packed                                          # never read
     _fewbit_forward_kernel[grid](
         x, y if y is not None else x, packed, bounds, cmap, lut, param, n, nbytes, ACT=act_id, BITS=bits,
-        NB=nb, LOG2=nb.bit_length(), LINEAR=nb <= _LINEAR_MAX, LEVELSET=code_map is not None and not use_lut,
-        LUT=use_lut, BYTES=block, EVEN=even, I64=i64, **_options(act_id))
+        NB=nb, LOG2=nb.bit_length(), LINEAR=nb <= _LINEAR_MAX, LEVELSET=code_map is not None and kind != 16,
+        LUT=kind, MAXC=maxc, BYTES=block, EVEN=even, I64=i64, **_options(act_id))
     return y, packed
 
 
