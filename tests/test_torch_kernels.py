@@ -17,10 +17,10 @@ pytest.importorskip("triton")
 from fewbit_design.design import design  # noqa: E402
 from fewbit_design.table import Table  # noqa: E402
 from fewbit_design.torch import kernels  # noqa: E402
-from fewbit_design.torch.functional import TORCH_FORWARD  # noqa: E402
+from fewbit_design.torch.functional import TORCH_FORWARD, _encode  # noqa: E402
 from fewbit_design.torch.kernels import FUSED_ACTIVATIONS, fused_backward, fused_forward  # noqa: E402
 from fewbit_design.torch.packing import pack_codes, packed_nbytes, unpack_codes  # noqa: E402
-from fewbit_design.torch.tables import table_constants  # noqa: E402
+from fewbit_design.torch.tables import default_table, table_constants  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SIZES = [1, 7, 341, 1023]
@@ -132,19 +132,21 @@ def test_many_programs_and_tails(monkeypatch):
         assert_equal(fused_backward(packed, g, consts.levels, 3), plain_backward(packed, g, consts.levels, 3))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("lut", [True, False], ids=["lut", "search"])
-def test_int64_offsets(monkeypatch, lut):
+def test_int64_offsets(monkeypatch, lut, dtype):
     # the I64 kernels (n >= 2^31 on the GPU) on a small n
     grid = kernels._grid
     monkeypatch.setattr(kernels, "_grid", lambda n: (*grid(n)[:2], True, grid(n)[3]))
     monkeypatch.setattr(kernels, "_LUT_MIN_BITS", 1 if lut else 9)
+    monkeypatch.setattr(kernels, "_LUT32_MIN_BITS", 1 if lut else 9)
     table = hand_table(5, levelset=True)
     consts = table_constants(table, DEVICE)
-    x = inputs(table, 341, torch.float16)
+    x = inputs(table, 341, dtype)
     y, packed = fused_forward(x, consts.bounds32, consts.code_map, 5, "leaky_relu", PARAMS["leaky_relu"])
     assert_equal(packed, pack_codes(plain_codes(x, consts), 5))
     assert_equal(y, torch.nn.functional.leaky_relu(x, 0.01))
-    g = torch.randn(341, generator=torch.Generator().manual_seed(2)).to(torch.float16).to(DEVICE)
+    g = torch.randn(341, generator=torch.Generator().manual_seed(2)).to(dtype).to(DEVICE)
     assert_equal(fused_backward(packed, g, consts.levels, 5), plain_backward(packed, g, consts.levels, 5))
 
 
@@ -200,6 +202,8 @@ def test_lut_cache_follows_the_table_tensors():
     first = kernels._lut(buf.view(torch.float32), code_map, torch.bfloat16)
     assert kernels._lut(buf.view(torch.float32), code_map, torch.bfloat16) is first
     assert kernels._padded(buf.view(torch.float32)) is kernels._padded(buf.view(torch.float32))
+    bracket = kernels._bracket(buf.view(torch.float32))
+    assert kernels._bracket(buf.view(torch.float32)) is bracket
     assert kernels._lut(buf.view(torch.float32), code_map, torch.float16) is not first
     assert kernels._lut(buf.view(torch.float32), None, torch.bfloat16) is not first
     # in-place changes of the bounds or the code map give a new table, the oracle's again
@@ -212,6 +216,162 @@ def test_lut_cache_follows_the_table_tensors():
         new.bounds32, new.code_map = bounds, code_map
         assert_equal(lut[x.view(torch.int16).long() & 0xFFFF], plain_codes(x, new))
         first = lut
+    assert kernels._bracket(bounds) is not bracket  # bounds changed
+    assert_equal(kernels._bracket(bounds)[0], kernels._bracket(bounds.clone())[0])
+
+
+F32_MAX = float(torch.finfo(torch.float32).max)
+F32_TINY = float(torch.finfo(torch.float32).smallest_normal)
+F32_SUB = F32_TINY * 2.0 ** -23  # the smallest subnormal
+
+
+def f32_of_bits(u):
+    """float32 values with the uint32 bit patterns u (an int64 tensor or a list)."""
+    u = torch.as_tensor(u, dtype=torch.int64)
+    return (u - (u >> 31 << 32)).to(torch.int32).view(torch.float32)
+
+
+def float32_probe(bounds32, *, seed=0, n_random=1 << 18):
+    """float32 inputs for the prefix table: random bit patterns over all exponents; every bound,
+    its neighbours and random values of its prefix; +-0, +-inf, NaNs of both signs with small
+    and large payloads (prefixes 0x7F80 and 0xFF80 hold +-inf and NaNs), subnormals, +-max and a
+    ramp. Shuffled, and 5 elements past a multiple of 8."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randbits(size, high=2 ** 32):
+        return torch.randint(0, high, size, generator=gen, dtype=torch.int64)
+
+    b = bounds32.cpu()
+    b_bits = b.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    same_prefix = (b_bits[:, None] & 0xFFFF0000) | randbits((b.numel(), 16), 1 << 16)
+    # payloads below 2^16 keep a NaN in the prefix of +-inf
+    payloads = torch.cat([randbits((64,), 1 << 23), randbits((64,), 1 << 16)]).clamp_min(1)
+    nan_bits = 0x7F800000 | payloads | (randbits((128,), 2) << 31)
+    sub_bits = randbits((2048,), 1 << 23) | (randbits((2048,), 2) << 31)
+    special = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, -math.nan, F32_MAX, -F32_MAX,
+                            F32_TINY, -F32_TINY, F32_SUB, -F32_SUB])
+    special = torch.cat([special, f32_of_bits([0x7F800001, 0x7F80FFFF, 0x7FC00000, 0x7FFFFFFF, 0xFF800001,
+                                             0xFF80FFFF, 0xFFC00000, 0xFFFFFFFF, 0x007FFFFF, 0x807FFFFF])])
+    parts = [f32_of_bits(randbits((n_random,))), b, torch.nextafter(b, torch.tensor(math.inf)),
+             torch.nextafter(b, torch.tensor(-math.inf)), f32_of_bits(same_prefix.reshape(-1)),
+             f32_of_bits(nan_bits), f32_of_bits(sub_bits), special, torch.linspace(-8.0, 8.0, 1 << 14)]
+    x = torch.cat(parts)
+    x = x[torch.randperm(x.numel(), generator=gen)]
+    x = torch.cat([x[: x.numel() // 8 * 8], x[:5]])
+    return x.to(DEVICE)
+
+
+def encode(x, bounds32, code_map):
+    """The torch path's codes (functional._encode), on the CPU."""
+    return _encode(x.cpu(), bounds32.cpu(), None, None if code_map is None else code_map.cpu())
+
+
+def check_bracket_and_search(x, bounds32, code_map, bits, monkeypatch, *, act=None):
+    """Bytes of the prefix-table path and of the search path both equal the torch path's; returns y's."""
+    want = pack_codes(encode(x, bounds32, code_map), bits).to(DEVICE)
+    calls = []
+    build = kernels._bracket
+    monkeypatch.setattr(kernels, "_bracket", lambda *args: calls.append(args) or build(*args))
+    ys = []
+    for min_bits, uses_table in ((1, True), (9, False)):  # the prefix table, then the search
+        monkeypatch.setattr(kernels, "_LUT32_MIN_BITS", min_bits)
+        calls.clear()
+        y, packed = fused_forward(x, bounds32, code_map, bits, act)
+        assert len(calls) == uses_table
+        assert_equal(packed, want)
+        ys.append(y)
+    return ys
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "levelset"])
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_float32_prefix_table_and_search(bits, partition, monkeypatch):
+    table = designed_table(bits, partition)
+    consts = table_constants(table, DEVICE)
+    assert kernels._bracket(consts.bounds32)[0] is not None  # the table path is taken
+    x = float32_probe(consts.bounds32, seed=bits)
+    y_table, y_search = check_bracket_and_search(x, consts.bounds32, consts.code_map, bits, monkeypatch,
+                                                 act="relu")
+    assert_equal(y_table, torch.relu(x))
+    assert_equal(y_table.view(torch.int32), y_search.view(torch.int32))
+
+
+def special_bounds():
+    """Sorted float32 bounds with the awkward cases: +-inf (repeated), +-max, a repeated bound,
+    -0 and +0, subnormals, the smallest normal, and three bounds in the prefix of 1.0."""
+    one_up = math.nextafter(1.0, 2.0)
+    vals = [-math.inf, -math.inf, -F32_MAX, -1.0, -1.0, -F32_SUB, -0.0, 0.0, F32_SUB, F32_TINY, 1.0,
+            one_up, 1.0 + 2.0 ** -20, 3.0, F32_MAX, math.inf]
+    return torch.tensor(vals, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("levelset", [False, True], ids=["contiguous", "levelset"])
+def test_float32_prefix_table_special_bounds(levelset, monkeypatch):
+    bounds = special_bounds().to(DEVICE)
+    # prefix 0x8000 (-2^-126 .. -0) holds -F32_SUB, -0 and +0: three steps
+    assert kernels._bracket(bounds)[1] == 3
+    code_map = None
+    if levelset:
+        gen = torch.Generator().manual_seed(3)
+        code_map = torch.randint(0, 32, (bounds.numel() + 1,), generator=gen, dtype=torch.uint8).to(DEVICE)
+    x = float32_probe(bounds, seed=7, n_random=1 << 16)
+    check_bracket_and_search(x, bounds, code_map, 5, monkeypatch)
+
+
+def test_float32_crowded_bounds_fall_back_to_search(monkeypatch):
+    # 20 bounds from 1.0 on in steps of 2^-20, all in the prefix range of 1.0 (which starts it and
+    # is counted in base): a count of 19 does not fit the 4 bits of an entry, so the search
+    bounds = (1.0 + torch.arange(20, dtype=torch.float32) * 2.0 ** -20).to(DEVICE)
+    table, maxc = kernels._bracket(bounds)
+    assert table is None and maxc == 19
+    monkeypatch.setattr(kernels, "_LUT32_MIN_BITS", 1)
+    near = 1.0 + torch.rand(4096, generator=torch.Generator().manual_seed(5)) * 2.0 ** -14
+    x = torch.cat([float32_probe(bounds, n_random=4096).cpu(), near]).to(DEVICE)
+    _, packed = fused_forward(x, bounds, None, 5)
+    assert_equal(packed, pack_codes(encode(x, bounds, None), 5).to(DEVICE))
+
+
+def brute_intervals(v, bounds):
+    """#{i : !(v < bounds[i])} by the definition, one compare per bound."""
+    return (~(v[:, None] < bounds[None, :])).sum(1)
+
+
+@pytest.mark.parametrize("which", ["gelu8-levelset", "special"])
+def test_bracket_table_against_brute_force(which):
+    bounds = (table_constants(designed_table(8, "levelset"), "cpu").bounds32 if which != "special"
+              else special_bounds())
+    table, maxc = kernels._bracket(bounds)
+    assert table.dtype == torch.int16 and table.shape == (65536,)
+    base, count = (table.long() >> 4), (table.long() & 15)
+    assert maxc == int(count.max())
+    nb = bounds.numel()
+    gen = torch.Generator().manual_seed(11)
+    with_bounds = torch.nonzero(count).flatten()
+    prefixes = torch.cat([with_bounds[torch.randperm(with_bounds.numel(), generator=gen)[:10]],
+                          torch.tensor([0x0000, 0x8000, 0x0080, 0x7F7F, 0x7F80, 0x7F81, 0x7FC0, 0xFF7F,
+                                        0xFF80, 0xFFC0, 0xFFFF, 0x3F80, 0xBF80]),
+                          torch.randint(0, 1 << 16, (10,), generator=gen)]).unique()
+    low = torch.arange(1 << 16, dtype=torch.int64)
+    for p in prefixes.tolist():
+        v = f32_of_bits((p << 16) | low)  # every float32 of the prefix
+        want = brute_intervals(v, bounds)
+        numbers = want[~v.isnan()]  # +-inf included; NaN is the kernel's own case
+        if numbers.numel():
+            assert base[p] == numbers.min() and count[p] == numbers.max() - numbers.min(), hex(p)
+        else:
+            assert base[p] == nb and count[p] == 0, hex(p)
+        # the kernel's formula on every value of the prefix
+        got = base[p] + sum((~(v < bounds[(base[p] + j).clamp_max(nb - 1)])).long() * int(j < count[p])
+                            for j in range(maxc))
+        assert_equal(torch.where(v.isnan(), nb, got), want)
+
+
+def test_bracket_steps_for_shipped_gelu_tables():
+    # the default GELU tables put at most one bound in any prefix range: one masked step
+    for bits in range(1, 9):
+        consts = table_constants(default_table("gelu", bits), "cpu")
+        table, maxc = kernels._bracket(consts.bounds32)
+        assert table is not None and maxc <= 4, (bits, maxc)
 
 
 def test_fused_y_exact_answers():
