@@ -31,15 +31,16 @@ import torch, triton
 from fewbit_design.torch import kernels
 print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available(),
       'interpreted', kernels._interpreted(), 'triton_available(cuda)', kernels.triton_available('cuda'),
-      'libdevice', kernels._torch_libdevice(), '_LUT_MIN_BITS', kernels._LUT_MIN_BITS)
+      'libdevice', kernels._torch_libdevice(), '_LUT_MIN_BITS', kernels._LUT_MIN_BITS,
+      '_LUT32_MIN_BITS', kernels._LUT32_MIN_BITS)
 " || echo "STEP FAILED: import check"
 
   XDIST=""
   if "$PY" -c "import xdist" 2>/dev/null; then XDIST="-n 8"; fi
-  timeout -k 5 200 "$PY" -m pytest -q -p no:cacheprovider $XDIST -rsx --tb=short \
+  timeout -k 5 240 "$PY" -m pytest -q -p no:cacheprovider $XDIST -rsx --tb=short \
     tests/test_torch_kernels.py tests/test_torch_functional.py \
     || echo "STEP FAILED: pytest (rc=$?)"
 
-  timeout -k 5 150 "$PY" benchmarks/kernels.py || echo "STEP FAILED: benchmarks/kernels.py (rc=$?)"
+  timeout -k 5 170 "$PY" benchmarks/kernels.py || echo "STEP FAILED: benchmarks/kernels.py (rc=$?)"
   echo "gpu_check done"
 } 2>&1 | tee "$OUT/gpu_check.txt"

@@ -14,10 +14,17 @@ against the bytes each path must move:
 
 "plain" is the torch fewbit path and "torch y + codes" F.gelu followed by the kernel with
 ACT = 0 (the fallback where the fused y is not torch's bit for bit), both timed against the
-same bytes. For bf16, "fused (search)" finds each code by binary search over the boundaries
-and "fused (lut)" by one gather from the 65536-entry table of codes (kernels._LUT_MIN_BITS
-chooses between them; "torch y + codes" uses that choice). "exact" says whether the fused y
-equals torch's, and the fused bytes and gradients the plain path's.
+same bytes. "fused (search)" finds each code by binary search over the boundaries and
+"fused (lut)" by a table: for bf16 one gather from the 65536-entry table of codes, for fp32 one
+gather from the 65536-entry prefix table (top 16 bits of x) and a compare with the rare bounds
+inside the prefix's range (kernels._LUT_MIN_BITS and _LUT32_MIN_BITS choose; "torch y + codes"
+uses that choice). "exact" says whether the fused y equals torch's, and the fused bytes and
+gradients the plain path's.
+
+Dry run of the code paths on the CPU (times meaningless):
+
+    TRITON_INTERPRET=1 python -c "import benchmarks.kernels as b; b.DEVICE = 'cpu'
+    b.speed_table([10]); b.tuning_table(10)"
 """
 
 import contextlib
@@ -80,13 +87,15 @@ def table_for(bits):
 
 @contextlib.contextmanager
 def lut_min_bits_set(value):
-    """kernels._LUT_MIN_BITS = value inside (1: the LUT for 16-bit x, 9: the search; None: as is)."""
-    saved = kernels._LUT_MIN_BITS
-    kernels._LUT_MIN_BITS = saved if value is None else value
+    """kernels._LUT_MIN_BITS and _LUT32_MIN_BITS = value inside (1: the table for 16-bit and
+    float32 x, 9: the search; None: as they are)."""
+    saved = kernels._LUT_MIN_BITS, kernels._LUT32_MIN_BITS
+    if value is not None:
+        kernels._LUT_MIN_BITS = kernels._LUT32_MIN_BITS = value
     try:
         yield
     finally:
-        kernels._LUT_MIN_BITS = saved
+        kernels._LUT_MIN_BITS, kernels._LUT32_MIN_BITS = saved
 
 
 def plain_forward(x, consts, bits):
@@ -156,9 +165,8 @@ def fewbit_rows(x, g, bits):
     tp_f, (y_ref, packed_ref) = cuda_time(lambda: plain_forward(x, consts, bits), repeat=10)
     tp_b, grad_ref = cuda_time(lambda: plain_backward(packed_ref, g, consts, bits), repeat=10)
     rows = []
-    # 16-bit x: the fused forward with each way of finding the codes (backward once: the same)
-    paths = [("fused", None)] if x.element_size() == 4 else [("fused (search)", 9), ("fused (lut)", 1)]
-    for label, lut_min_bits in paths:
+    # the fused forward with each way of finding the codes (backward once: the same)
+    for label, lut_min_bits in (("fused (search)", 9), ("fused (lut)", 1)):
         with lut_min_bits_set(lut_min_bits):
             t_f, (y, packed) = cuda_time(
                 lambda: fused_forward(x, consts.bounds32, consts.code_map, bits, "gelu"))
@@ -177,27 +185,31 @@ def fewbit_rows(x, g, bits):
 
 
 def tuning_table(logn=26, configs=((128, 4, 1), (256, 4, 1), (128, 8, 1), (64, 2, 1), (128, 4, 3))):
-    """Fused GELU forward (search and LUT) / backward over (bytes per program, warps, most bounds
-    searched linearly)."""
-    print(f"\n## tuning: bf16 GELU, n = 2^{logn}, time in us (median)\n")
-    print("| bytes/program | warps | linear up to | bits | forward (search) | forward (lut) | backward |")
-    print("|---|---|---|---|---|---|---|")
-    x = torch.randn(1 << logn, device=DEVICE, dtype=torch.bfloat16)
-    g = torch.randn_like(x)
+    """Fused GELU forward (search and table) / backward, bf16 and fp32, over (bytes per program,
+    warps, most bounds searched linearly)."""
+    print(f"\n## tuning: GELU, n = 2^{logn}, time in us (median)\n")
+    print("| dtype | bytes/program | warps | linear up to | bits | forward (search) | forward (lut) "
+          "| backward |")
+    print("|---|---|---|---|---|---|---|---|")
     saved = kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX
     try:
-        for block, warps, linear in configs:
-            kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX = block, warps, linear
-            for bits in (2, 3, 4, 8):
-                consts = table_constants(table_for(bits), DEVICE)
-                t_f = []
-                for lut_min_bits in (9, 1):
-                    with lut_min_bits_set(lut_min_bits):
-                        t, (_, packed) = cuda_time(lambda: fused_forward(x, consts.bounds32, None, bits,
-                                                                         "gelu"))
-                    t_f.append(f"{t[0] * 1e6:.0f}")
-                t_b, _ = cuda_time(lambda: fused_backward(packed, g, consts.levels, bits))
-                print(f"| {block} | {warps} | {linear} | {bits} | {t_f[0]} | {t_f[1]} | {t_b[0] * 1e6:.0f} |")
+        for dtype in (torch.bfloat16, torch.float32):
+            x = torch.randn(1 << logn, device=DEVICE, dtype=dtype)
+            g = torch.randn_like(x)
+            for block, warps, linear in configs:
+                kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX = block, warps, linear
+                for bits in (2, 3, 4, 8):
+                    consts = table_constants(table_for(bits), DEVICE)
+                    t_f = []
+                    for lut_min_bits in (9, 1):
+                        with lut_min_bits_set(lut_min_bits):
+                            t, (_, packed) = cuda_time(lambda: fused_forward(x, consts.bounds32, None, bits,
+                                                                             "gelu"))
+                        t_f.append(f"{t[0] * 1e6:.0f}")
+                    t_b, _ = cuda_time(lambda: fused_backward(packed, g, consts.levels, bits))
+                    print(f"| {dtype} | {block} | {warps} | {linear} | {bits} | {t_f[0]} | {t_f[1]} | "
+                          f"{t_b[0] * 1e6:.0f} |")
+            del x, g
     finally:
         kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX = saved
 
