@@ -57,9 +57,10 @@ _LINEAR_MAX = 1                     # up to this many bounds, compare with each;
 _LUT_MIN_BITS = 3
 _LUT_DTYPES = (torch.float16, torch.bfloat16)
 # float32 from this many bits: one gather from the prefix table (lut._bracket), then compares
-# with the rare bounds inside the prefix, instead of the search. H200, fp32 GELU, 2^28: search
-# forward 575 us at 1 bit, 1175 at 8 (native 513)
-_LUT32_MIN_BITS = 3
+# with the rare bounds inside the prefix, instead of the search. H200, fp32 GELU, 2^28, search /
+# table forward: 577 / 794 us at 1 bit, 718 / 840 at 4, 873 / 947 at 6, 946 / 880 at 7,
+# 1171 / 888 at 8 (native 518): the 128 KiB table costs more than a short search
+_LUT32_MIN_BITS = 7
 
 
 def _jit(fn):
