@@ -20,7 +20,8 @@ class InputError(click.ClickException):
 
 
 def handle_errors(fn):
-    """Turn FewbitError (and OSError but a closed pipe) into InputError; echo warnings as one line on stderr."""
+    """Turn FewbitError and OSError (but a closed pipe) into InputError; warnings become one
+    line each on stderr."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

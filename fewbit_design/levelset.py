@@ -136,9 +136,9 @@ def _root(df, t, a, b, fa, fb):
     twice in a row so that neither end stalls, and bisection wherever the secant leaves the
     bracket. Once a step lands next to the root (|df - t| below 1e-9 of the start), the next
     probes once just past it, twice the estimated distance, to close the bracket from the
-    other side too: about 5 steps where bisection takes 50.
-    Done at a bracket of 4 ulp, at an x with df(x) == t exactly, or once df - t at both ends
-    is within df's own rounding (4e-16 |t|), where no x in between can be told apart.
+    other side too: about 5 steps where bisection takes 50. Done at a bracket of 4 ulp, at an
+    x with df(x) == t exactly, or once df - t at both ends is within df's own rounding
+    (4e-16 |t|), where no x in between can be told apart.
     """
     a, b = a.copy(), b.copy()
     ya, yb = fa - t, fb - t                    # the sign of a float difference is exact
@@ -154,10 +154,9 @@ def _root(df, t, a, b, fa, fb):
             break
         with np.errstate(divide="ignore", invalid="ignore"):
             x = (wb * a - wa * b) / (wb - wa)
+            slope = np.abs((yb - ya) / (b - a))
         x = np.where((x > a) & (x < b), x, 0.5 * (a + b))
         # after landing next to the root at one end, probe just past it from that end
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.abs((yb - ya) / (b - a))
         near_a = ~probed & (kept == -1) & (np.abs(ya) <= close)
         near_b = ~probed & (kept == 1) & (np.abs(yb) <= close)
         step = np.maximum(2 * eps, 2 * np.where(near_a, np.abs(ya), np.abs(yb)) / slope)
