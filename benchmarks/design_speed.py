@@ -7,6 +7,7 @@ Prints a markdown table: warm-process design times (median [20 %, 80 %]), the wh
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,8 @@ def main():
     with open(floor, "w") as fh:
         fh.write("import numba\n@numba.njit(cache=True)\ndef f(x):\n    return x + 1\nf(1.0)\n")
     script = os.path.join(os.path.dirname(sys.executable), "fewbit-design")   # not a pyenv shim
+    if not os.path.exists(script):
+        script = shutil.which("fewbit-design") or sys.exit("install the package first: pip install -e .")
     procs = [("process `fewbit-design gelu --bits 3`", [script, "gelu", "--bits", "3"]),
              ("process: numba floor (import numba, call one cached kernel)", [sys.executable, floor]),
              ("process: `python -c 'import numba'`", [sys.executable, "-c", "import numba"]),
