@@ -92,11 +92,13 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
         # Newton, halved down to 1/64 (shorter steps only exploit E's rounding), then
         # Levenberg-Marquardt steps on E with growing damping; after an LM step, Newton gets
         # one full step and LM restarts from a tenth of the last damping
-        newton = _newton_step(s, *state)
+        G, free, _, y, _, _, dens = state
+        J = _jacobian(*state)        # one Jacobian for the Newton step and every LM step
+        newton = _newton_step(J, G, free)
         alphas = 0.5 ** np.arange(7) if mu is None else [1.0]
         mus = 10.0 ** np.arange(-4 if mu is None else max(-4, round(np.log10(mu)) - 1), 5)
         tries = itertools.chain(((a, newton, None) for a in alphas),
-                                ((1.0, _descent_step(m, *state), m) for m in mus))
+                                ((1.0, _descent_step(m, J, G, free, y, dens), m) for m in mus))
         accepted = False
         for alpha, step, m in tries:  # lazily: the LM steps are solved only if Newton fails
             if step is None:
@@ -152,20 +154,20 @@ def _jacobian(G, free, S, y, d, slope, dens):
     return lower, diag, upper
 
 
-def _newton_step(s, G, free, S, y, d, slope, dens):
-    """Solve J·Δ = -G on the free points (J tridiagonal)."""
-    lower, diag, upper = _jacobian(G, free, S, y, d, slope, dens)
+def _newton_step(J, G, free):
+    """Solve J·Δ = -G on the free points (J = (lower, diag, upper) from _jacobian)."""
+    lower, diag, upper = J
     rhs = np.where(free, -G, 0.0)
     step = _tridiagonal_solve(lower, diag, upper, rhs)
     return step if np.all(np.isfinite(step)) else None
 
 
-def _descent_step(mu, G, free, S, y, d, slope, dens):
+def _descent_step(mu, J, G, free, y, dens):
     """Levenberg-Marquardt step on E: (H + mu·|diag H|)·Δ = -∇E.
 
     ∇E = D·G with D = 2·density·(y_right - y_left), and H ≈ D·J, symmetrised (it is the
     Hessian of E where G = 0). A large mu turns it into scaled gradient descent."""
-    lower, diag, upper = _jacobian(G, free, S, y, d, slope, dens)
+    lower, diag, upper = J
     D = np.where(free, 2.0 * dens * (y[1:] - y[:-1]), 0.0)
     hd = D * diag
     off = 0.5 * (D[:-1] * upper + D[1:] * lower)
