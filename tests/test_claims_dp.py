@@ -1,0 +1,207 @@
+"""The DP's cut positions, its tie-breaking, and the samples paths above their exact limits.
+
+README: "ties broken towards the smallest index"; samples: exact DP up to
+max(grid, sqrt(8e8 / 2^b)) unique values, beyond it bins + exact exchange refinement; the
+level-set DP exact up to 65 536 unique values. Oracles here are exhaustive searches and
+direct sums over the samples, never the engine's own bookkeeping.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fewbit_design import levelset
+from fewbit_design.activations import get_activation
+from fewbit_design.designer import design
+from fewbit_design.distributions import samples_from_array
+from fewbit_design.dp import kmeans_segment, segment
+
+from naive import prefix
+
+
+def _design_module():
+    """The module whose DP_BUDGET sets the exact limit of the contiguous samples path."""
+    import importlib
+    for name in ("fewbit_design.contiguous", "fewbit_design.designer"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(mod, "DP_BUDGET"):
+            return mod
+    raise AssertionError("no module defines DP_BUDGET")
+
+
+def _cost(P, a, b):
+    """The README's run cost on prefix moments: S2 - S1²/S0 clamped at 0, 0 without weight."""
+    s0 = P[0, b] - P[0, a]
+    if s0 <= 0.0:
+        return 0.0
+    s1 = P[1, b] - P[1, a]
+    c = (P[2, b] - P[2, a]) - s1 * s1 / s0
+    return c if c > 0.0 else 0.0
+
+
+def brute_force_cuts(P, k):
+    """Interior cuts of the optimum over every placement of k-1 cuts: least cost, then fewest
+    boundaries (no redundant cut), then the smallest indices."""
+    n = P.shape[1] - 1
+    best = None
+    for cuts in itertools.combinations_with_replacement(range(n + 1), k - 1):
+        c = (0, *cuts, n)
+        total = 0.0
+        for a, b in zip(c[:-1], c[1:]):
+            total += _cost(P, a, b)
+        inner = tuple(sorted(set(cuts) - {0, n}))
+        key = (total, len(inner), inner)
+        best = key if best is None or key < best else best
+    return best[2]
+
+
+def _inner(cuts):
+    return tuple(int(c) for c in np.unique(cuts)[1:-1])
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_segment_cut_positions_equal_brute_force(seed):
+    rng = np.random.default_rng(1000 + seed)
+    n, k = int(rng.integers(1, 9)), int(rng.integers(1, 5))
+    if seed % 3 == 0:       # generic values, some weightless cells (exact ties in the prefix sums)
+        v, w = rng.normal(size=n), rng.random(n) * (rng.random(n) > 0.3)
+    elif seed % 3 == 1:     # small integers: exact arithmetic, many exact ties
+        v, w = rng.integers(0, 3, n).astype(float), rng.integers(0, 3, n).astype(float)
+    else:                   # a non-monotone step function: zero-cost optima with fewer runs than k
+        v, w = rng.choice([0.0, 1.0, -1.0], size=n), np.ones(n)
+    P = prefix(v, w)
+    cuts = segment(P, k)
+    assert cuts[0] == 0 and cuts[-1] == n and np.all(np.diff(cuts) >= 0)
+    assert _inner(cuts) == brute_force_cuts(P, k), (v, w, k, cuts)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_value_space_cut_positions_equal_brute_force(seed):
+    rng = np.random.default_rng(2000 + seed)
+    n, k = int(rng.integers(1, 9)), int(rng.integers(1, 5))
+    v = np.sort(rng.normal(size=n))         # distinct values: the optimum is unique
+    w = rng.random(n) + 0.1
+    P = prefix(v, w)
+    assert _inner(kmeans_segment(P, k)) == brute_force_cuts(P, k)
+
+
+@pytest.mark.parametrize("k", [4, 5, 8, 16, 64])
+def test_a_step_function_is_cut_exactly_at_its_steps(k):
+    # f' constant on blocks: zero cost with one cut per step, and none inside a block however
+    # many runs are allowed (a redundant cut costs nothing, so only the tie-breaking removes it)
+    v = np.repeat([0.0, 1.0, 0.0, 2.0], [5, 3, 4, 6])
+    assert _inner(segment(prefix(v, np.ones(v.size)), k)) == (5, 8, 12)
+    vs = np.sort(v)                     # value space: three values, two cuts
+    assert _inner(kmeans_segment(prefix(vs, np.ones(v.size)), k)) == (9, 12)
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "levelset", "auto"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_relu_on_samples_has_one_boundary_at_every_width(bits, partition):
+    # relu' takes two values: one boundary, at the midpoint between the samples around 0
+    x = np.random.default_rng(11).normal(size=301)
+    t = design("relu", bits, distribution=samples_from_array(x), partition=partition)
+    lo, hi = x[x < 0].max(), x[x > 0].min()
+    assert t.boundaries.tolist() == [0.5 * (lo + hi)], t.boundaries
+    assert t.mse == 0.0 and t.levels[t.codes].tolist() == [0.0, 1.0]
+
+
+# -- the samples paths beyond their exact limits, against the exact DP --------------------
+
+def _within(d, lab):
+    """Σ over groups of Σ (d - mean)²: the samples' own error, summed directly."""
+    return sum(float(np.sum((d[lab == g] - d[lab == g].mean()) ** 2)) for g in np.unique(lab))
+
+
+def assert_exchange_stable(d_sorted, lab_sorted):
+    """No boundary between two neighbouring groups (runs of the sorted order) can move to lower
+    their joint error: the fixed point the exchange refinement promises."""
+    groups = np.unique(lab_sorted)
+    for g0, g1 in zip(groups[:-1], groups[1:]):
+        idx = np.flatnonzero((lab_sorted == g0) | (lab_sorted == g1))
+        a, b = idx[0], idx[-1] + 1
+        seg = d_sorted[a:b]
+        assert np.all(np.diff(idx) == 1)                       # the groups are adjacent runs
+        now = _within(seg, lab_sorted[a:b])
+        best = min(_within(seg, (np.arange(seg.size) >= s).astype(int)) for s in range(seg.size + 1))
+        assert now <= best * (1 + 1e-12) + 1e-300, (g0, g1, now, best)
+
+
+CASES = [("gelu", 2, 400, True), ("silu", 2, 500, True), ("tanh", 3, 600, False), ("gelu", 3, 2000, False)]
+
+
+@pytest.mark.parametrize("name,bits,n,reaches", CASES)
+def test_binned_contiguous_samples_path_against_exact_dp(name, bits, n, reaches, monkeypatch):
+    x = np.random.default_rng(7 + n).normal(0, 2, size=n)
+    s = samples_from_array(x)
+    exact = design(name, bits, distribution=s, partition="contiguous", grid=16)
+    assert "exact" in exact.solver["method"]
+    monkeypatch.setattr(_design_module(), "DP_BUDGET", 1.0)       # exact limit: the grid (16)
+    binned = design(name, bits, distribution=s, partition="contiguous", grid=16)
+    assert "bins" in binned.solver["method"] and binned.solver["refinement"]["sweeps"] >= 2
+    d = get_activation(name).df(x)
+    assert binned.mse == pytest.approx(np.mean((d - binned.q(x)) ** 2), rel=1e-12)
+    assert exact.mse <= binned.mse * (1 + 1e-12)
+    if reaches:
+        assert binned.mse == pytest.approx(exact.mse, rel=1e-12)
+    order = np.argsort(x)
+    assert_exchange_stable(d[order], binned.interval(x)[order])
+    # the bins alone (cuts at multiples of n/16 samples) are not the answer: the refinement moved them
+    edges = np.sort(x)[np.unique(np.linspace(0, n, 17).round().astype(int))[1:-1]]
+    assert not np.isin(binned.boundaries, edges).all()
+
+
+@pytest.mark.parametrize("name,bits,n,reaches", CASES + [("gelu", 2, 3000, True)])
+def test_binned_levelset_samples_path_against_exact_dp(name, bits, n, reaches, monkeypatch):
+    x = np.random.default_rng(70 + n).normal(0, 2, size=n)
+    s = samples_from_array(x)
+    exact = design(name, bits, distribution=s, partition="levelset", grid=16)
+    assert "exact" in exact.solver["method"]
+    monkeypatch.setattr(levelset, "EXACT_SAMPLES", 16)
+    binned = design(name, bits, distribution=s, partition="levelset", grid=16)
+    assert "bins" in binned.solver["method"] and binned.solver["refinement"]["sweeps"] >= 2
+    d = get_activation(name).df(x)
+    assert binned.mse == pytest.approx(np.mean((d - binned.q(x)) ** 2), rel=1e-12)
+    assert exact.mse <= binned.mse * (1 + 1e-12)
+    if reaches:
+        assert binned.mse == pytest.approx(exact.mse, rel=1e-12)
+    order = np.argsort(d, kind="stable")
+    rank = np.argsort(np.argsort(binned.levels))               # codes in level order
+    assert_exchange_stable(d[order], rank[binned.code(x)][order])
+
+
+def test_exact_levelset_samples_equal_the_quadratic_dp():
+    # 20 000 unique values: the value-space DP runs on every one of them (limit 65 536);
+    # the O(k·n²) contiguous DP over the f'-sorted values is an independent exact oracle
+    x = np.random.default_rng(12).normal(size=20000)
+    d = get_activation("gelu").df(x)
+    t = design("gelu", 1, distribution=samples_from_array(x), partition="levelset")
+    assert "exact" in t.solver["method"]
+    o = np.argsort(d, kind="stable")
+    P = prefix(d[o], np.full(d.size, 1.0 / d.size))
+    cuts = segment(P, 2)
+    lab = np.zeros(d.size, dtype=int)
+    lab[o[cuts[1]:]] = 1
+    oracle = _within(d, lab) / d.size
+    assert t.mse == pytest.approx(oracle, rel=1e-9)
+
+
+@pytest.mark.parametrize("bits,limit", [(1, 20000), (3, 10000)])
+def test_contiguous_samples_exact_limit(bits, limit):
+    # README: exact up to max(grid, sqrt(8e8 / 2^b)) unique values: 20 000 at 1 bit, 10 000 at 3
+    x = np.random.default_rng(bits).normal(size=limit + 1)
+    at = design("tanh", bits, distribution=samples_from_array(x[:limit]), partition="contiguous")
+    above = design("tanh", bits, distribution=samples_from_array(x), partition="contiguous")
+    assert at.solver["method"] == "exact-dp over unique samples"
+    assert "bins" in above.solver["method"]
+
+
+def test_levelset_samples_exact_limit():
+    x = np.random.default_rng(5).normal(size=65537)
+    at = design("tanh", 1, distribution=samples_from_array(x[:65536]), partition="levelset")
+    above = design("tanh", 1, distribution=samples_from_array(x), partition="levelset")
+    assert "exact" in at.solver["method"] and "bins" in above.solver["method"]
