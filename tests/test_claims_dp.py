@@ -131,6 +131,9 @@ def assert_exchange_stable(d_sorted, lab_sorted):
         assert now <= best * (1 + 1e-12) + 1e-300, (g0, g1, now, best)
 
 
+EXACT_C, BINNED_C = "exact-dp over unique samples", "dp over sample bins + exact exchange refinement"
+EXACT_LS = "exact-monge-dp over unique sample derivatives"
+BINNED_LS = "monge-dp over value bins + exact exchange refinement"
 CASES = [("gelu", 2, 400, True), ("silu", 2, 500, True), ("tanh", 3, 600, False), ("gelu", 3, 2000, False)]
 
 
@@ -139,10 +142,10 @@ def test_binned_contiguous_samples_path_against_exact_dp(name, bits, n, reaches,
     x = np.random.default_rng(7 + n).normal(0, 2, size=n)
     s = samples_from_array(x)
     exact = design(name, bits, distribution=s, partition="contiguous", grid=16)
-    assert "exact" in exact.solver["method"]
+    assert exact.solver["method"] == EXACT_C
     monkeypatch.setattr(_design_module(), "DP_BUDGET", 1.0)       # exact limit: the grid (16)
     binned = design(name, bits, distribution=s, partition="contiguous", grid=16)
-    assert "bins" in binned.solver["method"] and binned.solver["refinement"]["sweeps"] >= 2
+    assert binned.solver["method"] == BINNED_C and binned.solver["refinement"]["sweeps"] >= 2
     d = get_activation(name).df(x)
     assert binned.mse == pytest.approx(np.mean((d - binned.q(x)) ** 2), rel=1e-12)
     assert exact.mse <= binned.mse * (1 + 1e-12)
@@ -160,10 +163,10 @@ def test_binned_levelset_samples_path_against_exact_dp(name, bits, n, reaches, m
     x = np.random.default_rng(70 + n).normal(0, 2, size=n)
     s = samples_from_array(x)
     exact = design(name, bits, distribution=s, partition="levelset", grid=16)
-    assert "exact" in exact.solver["method"]
+    assert exact.solver["method"] == EXACT_LS
     monkeypatch.setattr(levelset, "EXACT_SAMPLES", 16)
     binned = design(name, bits, distribution=s, partition="levelset", grid=16)
-    assert "bins" in binned.solver["method"] and binned.solver["refinement"]["sweeps"] >= 2
+    assert binned.solver["method"] == BINNED_LS and binned.solver["refinement"]["sweeps"] >= 2
     d = get_activation(name).df(x)
     assert binned.mse == pytest.approx(np.mean((d - binned.q(x)) ** 2), rel=1e-12)
     assert exact.mse <= binned.mse * (1 + 1e-12)
@@ -180,7 +183,7 @@ def test_exact_levelset_samples_equal_the_quadratic_dp():
     x = np.random.default_rng(12).normal(size=20000)
     d = get_activation("gelu").df(x)
     t = design("gelu", 1, distribution=samples_from_array(x), partition="levelset")
-    assert "exact" in t.solver["method"]
+    assert t.solver["method"] == EXACT_LS and t.solver["refinement"]["sweeps"] == 0
     o = np.argsort(d, kind="stable")
     P = prefix(d[o], np.full(d.size, 1.0 / d.size))
     cuts = segment(P, 2)
@@ -196,12 +199,13 @@ def test_contiguous_samples_exact_limit(bits, limit):
     x = np.random.default_rng(bits).normal(size=limit + 1)
     at = design("tanh", bits, distribution=samples_from_array(x[:limit]), partition="contiguous")
     above = design("tanh", bits, distribution=samples_from_array(x), partition="contiguous")
-    assert at.solver["method"] == "exact-dp over unique samples"
-    assert "bins" in above.solver["method"]
+    assert at.solver["method"] == EXACT_C and at.solver["refinement"]["sweeps"] == 0
+    assert above.solver["method"] == BINNED_C and above.solver["refinement"]["sweeps"] >= 1
 
 
 def test_levelset_samples_exact_limit():
     x = np.random.default_rng(5).normal(size=65537)
     at = design("tanh", 1, distribution=samples_from_array(x[:65536]), partition="levelset")
     above = design("tanh", 1, distribution=samples_from_array(x), partition="levelset")
-    assert "exact" in at.solver["method"] and "bins" in above.solver["method"]
+    assert at.solver["method"] == EXACT_LS and at.solver["refinement"]["sweeps"] == 0
+    assert above.solver["method"] == BINNED_LS and above.solver["refinement"]["sweeps"] >= 1
