@@ -135,12 +135,18 @@ def test_check_stored_error_threshold_is_1e_9_relative(partition):
 
 
 def test_check_round_off_floor_is_1e_15_of_the_total():
-    t = table("relu6", 1, "levelset")                      # exactly 0
-    total = float(np.sum(np.asarray(table("relu6", 1, "contiguous").mse)) /
-                  table("relu6", 1, "contiguous").relative_error)
-    for mse, ok in ((0.5e-15 * total, True), (3e-15 * total, False)):
-        bad = dataclasses.replace(t, mse=mse, relative_error=mse / total)
-        assert check_table(bad, against=None).ok == ok, mse / total
+    # relu6 at 1 contiguous bit: relative error ~1e-9, so 1e-15 of the total is ~1e-6 of the
+    # mse, far beyond the 1e-9 relative test: only the floor can accept it
+    t = table("relu6", 1, "contiguous")
+    mse, rel = evaluate(t)
+    total = mse / rel
+    assert 1e-12 < rel < 1e-7
+    for off, ok in ((0.5e-15, True), (-0.5e-15, True), (3e-15, False), (-3e-15, False)):
+        bad = dataclasses.replace(t, mse=mse + off * total, relative_error=rel)
+        assert check_table(bad, against=None).ok == ok, off
+    for off, ok in ((0.5e-15, True), (3e-15, False)):    # the relative error has the same floor
+        bad = dataclasses.replace(t, mse=mse, relative_error=rel + off)
+        assert check_table(bad, against=None).ok == ok, off
 
 
 def _worse_by(t, target):
