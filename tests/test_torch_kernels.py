@@ -17,7 +17,7 @@ pytest.importorskip("triton")
 from fewbit_design.designer import design  # noqa: E402
 from fewbit_design.table import Table  # noqa: E402
 from fewbit_design.torch import kernels  # noqa: E402
-from fewbit_design.torch.functional import TORCH_FORWARD, _encode  # noqa: E402
+from fewbit_design.torch.reference import TORCH_FORWARD, encode as torch_encode  # noqa: E402
 from fewbit_design.torch.kernels import FUSED_ACTIVATIONS, fused_backward, fused_forward  # noqa: E402
 from fewbit_design.torch.packing import pack_codes, packed_nbytes, unpack_codes  # noqa: E402
 from fewbit_design.torch.tables import default_table, table_constants  # noqa: E402
@@ -262,8 +262,8 @@ def float32_probe(bounds32, *, seed=0, n_random=1 << 18):
 
 
 def encode(x, bounds32, code_map):
-    """The torch path's codes (functional._encode), on the CPU."""
-    return _encode(x.cpu(), bounds32.cpu(), None, None if code_map is None else code_map.cpu())
+    """The torch path's codes (reference.encode), on the CPU."""
+    return torch_encode(x.cpu(), bounds32.cpu(), None, None if code_map is None else code_map.cpu())
 
 
 def check_bracket_and_search(x, bounds32, code_map, bits, monkeypatch, *, act=None):
