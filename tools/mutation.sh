@@ -21,17 +21,17 @@ py=${PYTHON:-python}
 # NUMBA_DISABLE_JIT=1: every mutant would otherwise recompile its kernels (~20 s each).
 declare -A SRC TESTS ENVS
 SRC[dp]=fewbit_design/dp.py
-TESTS[dp]="tests/test_dp.py tests/test_claims_dp.py -k 'not quadratic_dp and (cut_positions or step_function or equals or fooled)'"
+TESTS[dp]="tests/test_dp.py tests/test_claims_dp.py -k 'not quadratic_dp and (cut_positions or step_function or equals or fooled or mutant)'"
 ENVS[dp]="env NUMBA_DISABLE_JIT=1"
 SRC[refine]=fewbit_design/refine.py
-TESTS[refine]="tests/test_design.py -k 'meet_midpoint_condition and not eight or lloyd_max_fixed_point and (tanh or gelu)'"
+TESTS[refine]="tests/test_design.py tests/test_claims_dp.py -k 'meet_midpoint_condition and not eight or lloyd_max_fixed_point and (tanh or gelu) or mutant_refine'"
 SRC[levelset]=fewbit_design/levelset.py
 TESTS[levelset]="tests/test_claims_dp.py tests/test_design.py -k 'binned or exact or relu or lloyd_max_fixed_point and (tanh or gelu)'"
-SRC[table]=fewbit_design/table.py;          TESTS[table]="tests/test_formats.py"
+SRC[table]=fewbit_design/table.py;          TESTS[table]="tests/test_formats.py tests/test_claims_readme.py"
 SRC[formats]=fewbit_design/formats.py
-TESTS[formats]="tests/test_formats.py tests/test_header_c.py -k 'not header_lookup or gelu3ls-c99 or one-c99'"
-SRC[packing]=fewbit_design/torch/packing.py; TESTS[packing]="tests/test_torch_packing.py"
-SRC[functional]=fewbit_design/torch/functional.py; TESTS[functional]="tests/test_torch_functional.py"
+TESTS[formats]="tests/test_formats.py tests/test_header_c.py tests/test_claims_readme.py -k 'not header_lookup or gelu3ls-c99 or one-c99'"
+SRC[packing]=fewbit_design/torch/packing.py; TESTS[packing]="tests/test_torch_packing.py tests/test_claims_torch.py"
+SRC[functional]=fewbit_design/torch/functional.py; TESTS[functional]="tests/test_torch_functional.py tests/test_claims_torch.py"
 ORDER=(dp refine levelset table formats packing functional)
 
 mods=("$@"); [ ${#mods[@]} -eq 0 ] && mods=("${ORDER[@]}")
