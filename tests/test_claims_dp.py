@@ -15,7 +15,7 @@ from fewbit_design import levelset
 from fewbit_design.activations import get_activation
 from fewbit_design.designer import design
 from fewbit_design.distributions import samples_from_array
-from fewbit_design.dp import kmeans_segment, segment
+from fewbit_design.dp import kmeans_segment, segment, segment_cost
 
 from naive import prefix
 
@@ -75,7 +75,7 @@ def test_segment_cut_positions_equal_brute_force(seed):
         v, w = rng.choice([0.0, 1.0, -1.0], size=n), np.ones(n)
     P = prefix(v, w)
     cuts = segment(P, k)
-    assert cuts[0] == 0 and cuts[-1] == n and np.all(np.diff(cuts) >= 0)
+    assert cuts.dtype == np.int64 and cuts[0] == 0 and cuts[-1] == n and np.all(np.diff(cuts) >= 0)
     assert _inner(cuts) == brute_force_cuts(P, k), (v, w, k, cuts)
 
 
@@ -83,10 +83,11 @@ def test_segment_cut_positions_equal_brute_force(seed):
 def test_value_space_cut_positions_equal_brute_force(seed):
     rng = np.random.default_rng(2000 + seed)
     n, k = int(rng.integers(1, 9)), int(rng.integers(1, 5))
-    v = np.sort(rng.normal(size=n))         # distinct values: the optimum is unique
-    w = rng.random(n) + 0.1
+    v = np.sort(rng.normal(size=n))         # distinct values: the optimum is unique but for
+    w = rng.random(n) * (rng.random(n) > 0.3) if seed % 2 else rng.random(n) + 0.1   # weightless cells
     P = prefix(v, w)
-    assert _inner(kmeans_segment(P, k)) == brute_force_cuts(P, k)
+    cuts = kmeans_segment(P, k)
+    assert cuts.dtype == np.int64 and _inner(cuts) == brute_force_cuts(P, k)
 
 
 @pytest.mark.parametrize("k", [4, 5, 8, 16, 64])
@@ -209,3 +210,43 @@ def test_levelset_samples_exact_limit():
     above = design("tanh", 1, distribution=samples_from_array(x), partition="levelset")
     assert at.solver["method"] == EXACT_LS and at.solver["refinement"]["sweeps"] == 0
     assert above.solver["method"] == BINNED_LS and above.solver["refinement"]["sweeps"] >= 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_mutant_exchange_refinement_reaches_an_exchange_fixed_point(seed):
+    # dp._exchange_refine_kernel directly: every cut ends at the best split of its two runs
+    # (brute force over the split), the cost never rises, and the sweep count is reported
+    from fewbit_design.dp import _exchange_refine_kernel
+    rng = np.random.default_rng(3000 + seed)
+    n, k = int(rng.integers(6, 30)), int(rng.integers(2, 6))
+    v, w = rng.normal(size=n), rng.random(n) + 0.05
+    P = prefix(v, w)
+    cuts = np.sort(rng.integers(0, n + 1, k + 1))
+    cuts[0], cuts[-1] = 0, n
+    before = segment_cost(P, cuts)
+    sweeps = _exchange_refine_kernel(P, cuts, 1000)
+    assert 1 <= sweeps < 1000 and segment_cost(P, cuts) <= before
+    assert cuts[0] == 0 and cuts[-1] == n and np.all(np.diff(cuts) >= 0)
+    for j in range(1, k):
+        a, c = cuts[j - 1], cuts[j + 1]
+        now = _cost(P, a, cuts[j]) + _cost(P, cuts[j], c)
+        assert now <= min(_cost(P, a, s) + _cost(P, s, c) for s in range(a, c + 1)) * (1 + 1e-12) + 1e-300
+    assert _exchange_refine_kernel(P, cuts, 1000) == 1          # a fixed point: one sweep, no move
+    stuck = np.array([0, 1, n])
+    assert _exchange_refine_kernel(P, stuck.copy(), 0) == 0     # no sweep allowed: nothing moves
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_mutant_costs_are_clamped_at_zero(k):
+    # a constant value with these weights: S2 - S1²/S0 rounds to -6.7e-16 on some runs; the
+    # clamp keeps those at exactly 0 (README: "clamped at 0")
+    v = np.full(7, 0.7)
+    w = np.array([0.26978671, 0.04097352, 0.01652764, 0.81327024, 0.91275558, 0.60663578, 0.72949656])
+    P = prefix(v, w)
+    raw = [(P[2, b] - P[2, a]) - (P[1, b] - P[1, a]) ** 2 / (P[0, b] - P[0, a])
+           for a in range(7) for b in range(a + 1, 8)]
+    assert min(raw) < 0                                        # the round-off is there
+    runs = [(a, b) for a in range(7) for b in range(a + 1, 8)]
+    assert all(segment_cost(P, np.array(r)) == max(c, 0.0) for r, c in zip(runs, raw))
+    assert raw[6] < 0 and segment_cost(P, np.array([0, 7])) == 0.0   # the whole run, clamped
+    assert _inner(segment(P, k)) == () and _inner(kmeans_segment(P, k)) == ()   # no cut pays

@@ -1,37 +1,49 @@
 #!/usr/bin/env bash
 # Mutation testing of the core modules, each against its own fast tests (not part of CI).
 #
-#   pip install -e '.[dev]'                 # mutmut 2.x
+#   pip install -e '.[dev]'                 # mutmut 3
 #   bash tools/mutation.sh                  # every module below, one after the other
 #   bash tools/mutation.sh dp packing       # some of them
 #   MUTATION_BUDGET=900 bash tools/mutation.sh table   # seconds per module (default 1800)
 #
-# mutmut edits files in place, so each module runs in a fresh copy of the working tree
-# (tracked and untracked files) under $MUTATION_DIR (default /tmp/fewbit-mutation); a module
-# that hits its time budget reports what it tried. Prints, per module: mutants tried, killed
-# (a test failed or the mutant timed out), survivors; the survivors' diffs go to
-# $MUTATION_DIR/<module>/survivors.txt.
+# Each module runs in a fresh copy of the working tree (tracked and untracked files) under
+# $MUTATION_DIR (default /tmp/fewbit-mutation)/<module>; mutmut runs there with the module as
+# its only target and pytest limited to the module's tests (below), on $MUTATION_JOBS
+# processes (default 2). mutmut skips decorated functions, so dp.py's numba kernels are
+# mutated as plain Python: the copy drops their decorators and the tests run with
+# NUMBA_DISABLE_JIT=1. Prints one line per module: mutants, killed (a test failed or the
+# mutant timed out), survived, not checked (budget), and writes the survivors' diffs to
+# <module>/survivors.txt.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${MUTATION_DIR:-/tmp/fewbit-mutation}
 budget=${MUTATION_BUDGET:-1800}
+jobs=${MUTATION_JOBS:-2}
 py=${PYTHON:-python}
 
-# module -> source file, and the fast tests that guard it (pytest arguments). dp.py runs with
-# NUMBA_DISABLE_JIT=1: every mutant would otherwise recompile its kernels (~20 s each).
-declare -A SRC TESTS ENVS
+# module -> source file, test files, and a pytest -k expression that keeps the run fast
+declare -A SRC TESTS SELECT
 SRC[dp]=fewbit_design/dp.py
-TESTS[dp]="tests/test_dp.py tests/test_claims_dp.py -k 'not quadratic_dp and (cut_positions or step_function or equals or fooled or mutant)'"
-ENVS[dp]="env NUMBA_DISABLE_JIT=1"
+TESTS[dp]="tests/test_dp.py tests/test_claims_dp.py"
+SELECT[dp]="not quadratic_dp and (cut_positions or step_function or equals or fooled or mutant)"
 SRC[refine]=fewbit_design/refine.py
-TESTS[refine]="tests/test_design.py tests/test_claims_dp.py -k 'meet_midpoint_condition and not eight or lloyd_max_fixed_point and (tanh or gelu) or mutant_refine'"
+TESTS[refine]="tests/test_design.py tests/test_claims_dp.py"
+SELECT[refine]="meet_midpoint_condition and not eight or lloyd_max_fixed_point and (tanh or gelu) or mutant"
 SRC[levelset]=fewbit_design/levelset.py
-TESTS[levelset]="tests/test_claims_dp.py tests/test_design.py -k 'binned or exact or relu or lloyd_max_fixed_point and (tanh or gelu)'"
-SRC[table]=fewbit_design/table.py;          TESTS[table]="tests/test_formats.py tests/test_claims_readme.py"
+TESTS[levelset]="tests/test_claims_dp.py tests/test_design.py"
+SELECT[levelset]="binned or exact or relu or lloyd_max_fixed_point and (tanh or gelu) or mutant"
+SRC[table]=fewbit_design/table.py
+TESTS[table]="tests/test_formats.py tests/test_claims_readme.py"
+SELECT[table]=""
 SRC[formats]=fewbit_design/formats.py
-TESTS[formats]="tests/test_formats.py tests/test_header_c.py tests/test_claims_readme.py -k 'not header_lookup or gelu3ls-c99 or one-c99'"
-SRC[packing]=fewbit_design/torch/packing.py; TESTS[packing]="tests/test_torch_packing.py tests/test_claims_torch.py"
-SRC[functional]=fewbit_design/torch/functional.py; TESTS[functional]="tests/test_torch_functional.py tests/test_claims_torch.py"
+TESTS[formats]="tests/test_formats.py tests/test_header_c.py tests/test_claims_readme.py"
+SELECT[formats]="not header_lookup or gelu3ls-c99 or one-c99"
+SRC[packing]=fewbit_design/torch/packing.py
+TESTS[packing]="tests/test_torch_packing.py tests/test_claims_torch.py"
+SELECT[packing]=""
+SRC[functional]=fewbit_design/torch/functional.py
+TESTS[functional]="tests/test_torch_functional.py tests/test_claims_torch.py"
+SELECT[functional]=""
 ORDER=(dp refine levelset table formats packing functional)
 
 mods=("$@"); [ ${#mods[@]} -eq 0 ] && mods=("${ORDER[@]}")
@@ -41,22 +53,37 @@ for m in "${mods[@]}"; do
     dir="$out/$m"
     rm -rf "$dir" && mkdir -p "$dir"
     (cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$dir")
+    {
+        printf '\n[mutmut]\nsource_paths = fewbit_design/\nonly_mutate = %s\n' "${SRC[$m]}"
+        printf 'pytest_add_cli_args_test_selection =\n'; for t in ${TESTS[$m]}; do printf '    %s\n' "$t"; done
+        printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n'
+        [ -n "${SELECT[$m]}" ] && printf '    -k\n    %s\n' "${SELECT[$m]}"
+    } >> "$dir/setup.cfg"
+    envs=()
+    if [ "$m" = dp ]; then
+        sed -i -E '/^@(numba\.njit|kernel)/d' "$dir/${SRC[$m]}"
+        envs=(NUMBA_DISABLE_JIT=1)
+    fi
     start=$(date +%s)
-    (cd "$dir" && PYTHONPATH="$dir" timeout "$budget" "$py" -m mutmut run --paths-to-mutate "${SRC[$m]}" \
-        --runner "${ENVS[$m]:-} $py -m pytest -x -q -p no:cacheprovider ${TESTS[$m]}" \
-        --tests-dir tests --no-progress --simple-output > "$dir/mutmut.log" 2>&1)
+    (cd "$dir" && env "${envs[@]}" timeout "$budget" "$py" -m mutmut run \
+        --max-children "$jobs" > "$dir/mutmut.log" 2>&1)
     rc=$?
-    (cd "$dir" && "$py" -m mutmut show all > "$dir/survivors.txt" 2>&1)
     secs=$(( $(date +%s) - start ))
-    "$py" - "$dir/.mutmut-cache" "$m" "$secs" "$rc" <<'PY'
-import sqlite3, sys
-db, mod, secs, rc = sys.argv[1:]
-rows = sqlite3.connect(db).execute("select status, count(*) from Mutant group by status").fetchall()
-n = dict(rows)
-tried = sum(v for k, v in n.items() if k != "untested")
-killed = n.get("ok_killed", 0) + n.get("bad_timeout", 0)
-surv = n.get("bad_survived", 0) + n.get("ok_suspicious", 0)
-print(f"{mod:<11} tried {tried:4d}  killed {killed:4d}  survived {surv:3d}  "
-      f"untried {n.get('untested', 0):4d}  ({secs} s{', budget hit' if rc == '124' else ''})")
+    (cd "$dir" && env "${envs[@]}" "$py" -m mutmut export-cicd-stats > /dev/null 2>&1
+     "$py" -m mutmut results > "$dir/results.txt" 2>&1
+     for name in $(grep -E ': survived' "$dir/results.txt" | sed -E 's/^ *([^:]+):.*/\1/'); do
+         "$py" -m mutmut show "$name"; echo; done > "$dir/survivors.txt" 2>&1)
+    "$py" - "$dir/mutants/mutmut-cicd-stats.json" "$m" "$secs" "$rc" <<'PY'
+import json, sys
+path, mod, secs, rc = sys.argv[1:]
+try:
+    s = json.load(open(path))
+except OSError:
+    print(f"{mod:<11} no results ({secs} s); see its mutmut.log"); sys.exit()
+killed = s["killed"] + s["timeout"] + s["segfault"]
+done = killed + s["survived"] + s["suspicious"] + s["no_tests"] + s["skipped"]
+print(f"{mod:<11} mutants {s['total']:4d}  killed {killed:4d}  survived {s['survived']:3d}  "
+      f"no tests {s['no_tests']:3d}  not checked {s['total'] - done:4d}  "
+      f"({secs} s{', budget hit' if rc == '124' else ''})")
 PY
 done
