@@ -56,6 +56,7 @@ for m in "${mods[@]}"; do
     {
         printf '\n[mutmut]\nsource_paths = fewbit_design/\nonly_mutate = %s\n' "${SRC[$m]}"
         printf 'pytest_add_cli_args_test_selection =\n'; for t in ${TESTS[$m]}; do printf '    %s\n' "$t"; done
+        printf 'also_copy =\n    README.md\n    tables/\n'
         printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n'
         [ -n "${SELECT[$m]}" ] && printf '    -k\n    %s\n' "${SELECT[$m]}"
     } >> "$dir/setup.cfg"
