@@ -529,7 +529,7 @@ def write_bundle(tables, path: str) -> str:
     d = {"format": BUNDLE_FORMAT, "version": 1,
          "tables": [t.to_dict() for t in sorted(tables, key=lambda t: (t.distribution, t.activation, t.bits))]}
     for t in d["tables"]:
-        t["solver"].pop("seconds", None)    # timing noise would rewrite the bundle on every sweep
+        t["solver"].pop("seconds", None)    # files of version 0.1.0 carried design()'s wall time
     data = (json.dumps(d, separators=(",", ":")) + "\n").encode()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
