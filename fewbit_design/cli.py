@@ -1,4 +1,4 @@
-"""The fewbit-design command line: parse, call one library function, echo."""
+"""The fewbit-design command line (front end of every step): parse, call one library function, echo."""
 
 from __future__ import annotations
 

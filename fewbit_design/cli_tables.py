@@ -1,4 +1,4 @@
-"""Commands on table files: convert, check, sweep, plot. Registered by cli.py via COMMANDS."""
+"""Command line on table files (front end of the file, check, sweep and plot steps); cli.py registers COMMANDS."""
 
 from __future__ import annotations
 

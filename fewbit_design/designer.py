@@ -1,4 +1,4 @@
-"""design(): activation + distribution -> cells -> DP -> refinement -> Table."""
+"""design() (the designer end to end): activation + distribution -> cells -> DP -> refinement -> Table."""
 
 from __future__ import annotations
 

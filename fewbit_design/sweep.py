@@ -1,4 +1,5 @@
-"""Batch designs from a YAML config: the cross product, in parallel, written incrementally.
+"""Batch designs (the designer, many tables at once) from a YAML config: the cross product, in
+parallel, written incrementally.
 
 A config (see ``tables/sweep.yaml``)::
 

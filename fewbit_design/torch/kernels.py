@@ -1,4 +1,4 @@
-"""Fused Triton kernels: activation + coding + bit-plane packing forward, unpack + lookup backward.
+"""Runtime step, fused Triton kernels: activation + coding + bit-plane packing forward, unpack + lookup backward.
 
 forward:  y = f(x) (optional);  code = code_map[#{bounds32 <= x}];  packed planes (packing.py layout)
           (16-bit x at bits >= config.lut_min_bits: code = lut[bit pattern of x], the same codes;

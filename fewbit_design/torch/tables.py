@@ -1,4 +1,4 @@
-"""Tables for the runtime (Table -> runtime step): default tables, table files, matching checks,
+"""Runtime step, its tables (Table -> runtime): default tables, table files, matching checks,
 device constants, and the runtime's one cache of device tensors."""
 
 from __future__ import annotations
