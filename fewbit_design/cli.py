@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from . import __version__
+from ._version import __version__
 from ._cli_util import InputError, handle_errors
 from .table import FORMATS, PARTITION_CHOICES, format_params
 

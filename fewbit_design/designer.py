@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .activations import get_activation
 from .contiguous import contiguous_candidate, contiguous_samples_candidate
 from .discretize import make_grid, make_sample_cells, pieces_error

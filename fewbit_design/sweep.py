@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from . import __version__
+from ._version import __version__
 from .errors import FewbitError
 from .formats import FORMATS, read_table, write_bundle, write_table
 from .io import atomic_write
