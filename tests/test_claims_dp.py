@@ -250,3 +250,16 @@ def test_mutant_costs_are_clamped_at_zero(k):
     assert all(segment_cost(P, np.array(r)) == max(c, 0.0) for r, c in zip(runs, raw))
     assert raw[6] < 0 and segment_cost(P, np.array([0, 7])) == 0.0   # the whole run, clamped
     assert _inner(segment(P, k)) == () and _inner(kmeans_segment(P, k)) == ()   # no cut pays
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "levelset"])
+def test_mutant_binned_paths_keep_a_zero_cost_split_where_it_is(partition, monkeypatch):
+    # relu' on 400 samples, bins of 25 and 4 runs: every split of a constant run costs exactly 0,
+    # so the exchange refinement must not move a cut on a tie (it moves only on a strict gain)
+    x = np.random.default_rng(21).normal(size=400)
+    monkeypatch.setattr(_design_module(), "DP_BUDGET", 1.0)
+    monkeypatch.setattr(levelset, "EXACT_SAMPLES", 16)
+    t = design("relu", 2, distribution=samples_from_array(x), partition=partition, grid=16)
+    assert t.solver["refinement"]["sweeps"] >= 1
+    lo, hi = x[x < 0].max(), x[x > 0].min()
+    assert t.boundaries.tolist() == [0.5 * (lo + hi)] and t.mse == 0.0
