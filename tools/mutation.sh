@@ -5,6 +5,7 @@
 #   bash tools/mutation.sh                  # every module below, one after the other
 #   bash tools/mutation.sh dp packing       # some of them
 #   MUTATION_BUDGET=900 bash tools/mutation.sh table   # seconds per module (default 1800)
+#   MUTATION_REPORT_ONLY=1 bash tools/mutation.sh dp    # summarise an earlier run again
 #
 # Each module runs in a fresh copy of the working tree (tracked and untracked files) under
 # $MUTATION_DIR (default /tmp/fewbit-mutation)/<module>; mutmut runs there with the module as
@@ -46,11 +47,34 @@ TESTS[functional]="tests/test_torch_functional.py tests/test_claims_torch.py"
 SELECT[functional]=""
 ORDER=(dp refine levelset table formats packing functional)
 
+report() {   # summary line and survivors' diffs of module $1 (uses $dir, $secs, $rc)
+    local envs=(); [ "$1" = dp ] && envs=(NUMBA_DISABLE_JIT=1)
+    (cd "$dir" && env "${envs[@]}" "$py" -m mutmut export-cicd-stats > /dev/null 2>&1
+     "$py" -m mutmut results > "$dir/results.txt" 2>&1
+     for name in $(grep -E ': survived' "$dir/results.txt" | sed -E 's/^ *([^:]+):.*/\1/'); do
+         "$py" -m mutmut show "$name"; echo; done > "$dir/survivors.txt" 2>&1)
+    "$py" - "$dir/mutants/mutmut-cicd-stats.json" "$1" "$secs" "$rc" <<'PY'
+import json, sys
+path, mod, secs, rc = sys.argv[1:]
+try:
+    s = json.load(open(path))
+except OSError:
+    print(f"{mod:<11} no results ({secs} s); see its mutmut.log"); sys.exit()
+killed = s["killed"] + s["timeout"] + s["segfault"]
+done = killed + s["survived"] + s["suspicious"] + s["no_tests"] + s["skipped"]
+print(f"{mod:<11} mutants {s['total']:4d}  killed {killed:4d}  survived {s['survived']:3d}  "
+      f"no tests {s['no_tests']:3d}  not checked {s['total'] - done:4d}  "
+      f"({secs} s{', budget hit' if rc == '124' else ''})")
+PY
+
+}
+
 mods=("$@"); [ ${#mods[@]} -eq 0 ] && mods=("${ORDER[@]}")
 mkdir -p "$out"
 for m in "${mods[@]}"; do
     [ -n "${SRC[$m]:-}" ] || { echo "unknown module '$m'; choose from ${ORDER[*]}" >&2; exit 2; }
     dir="$out/$m"
+    if [ -n "${MUTATION_REPORT_ONLY:-}" ]; then secs=0; rc=0; report "$m"; continue; fi
     rm -rf "$dir" && mkdir -p "$dir"
     (cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$dir")
     {
@@ -70,21 +94,5 @@ for m in "${mods[@]}"; do
         --max-children "$jobs" > "$dir/mutmut.log" 2>&1)
     rc=$?
     secs=$(( $(date +%s) - start ))
-    (cd "$dir" && env "${envs[@]}" "$py" -m mutmut export-cicd-stats > /dev/null 2>&1
-     "$py" -m mutmut results > "$dir/results.txt" 2>&1
-     for name in $(grep -E ': survived' "$dir/results.txt" | sed -E 's/^ *([^:]+):.*/\1/'); do
-         "$py" -m mutmut show "$name"; echo; done > "$dir/survivors.txt" 2>&1)
-    "$py" - "$dir/mutants/mutmut-cicd-stats.json" "$m" "$secs" "$rc" <<'PY'
-import json, sys
-path, mod, secs, rc = sys.argv[1:]
-try:
-    s = json.load(open(path))
-except OSError:
-    print(f"{mod:<11} no results ({secs} s); see its mutmut.log"); sys.exit()
-killed = s["killed"] + s["timeout"] + s["segfault"]
-done = killed + s["survived"] + s["suspicious"] + s["no_tests"] + s["skipped"]
-print(f"{mod:<11} mutants {s['total']:4d}  killed {killed:4d}  survived {s['survived']:3d}  "
-      f"no tests {s['no_tests']:3d}  not checked {s['total'] - done:4d}  "
-      f"({secs} s{', budget hit' if rc == '124' else ''})")
-PY
+    report "$m"
 done
