@@ -185,7 +185,7 @@ def _gl_moments(act, dist, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class SampleCells:
     """Unique sample values with their weights; f' evaluated once per unique value.
 
-    values : (N,) ascending unique sample values. weight : (N,) count / total.
+    values : (N,) ascending unique sample values. weight : (N,) count (or summed weight) / total.
     d : (N,) f'(values). A boundary between values[i-1] and values[i] sits at their midpoint.
     """
 
@@ -211,9 +211,12 @@ class SampleCells:
         return v[:-1] + 0.5 * (v[1:] - v[:-1])
 
 
-def make_sample_cells(act, values: np.ndarray) -> SampleCells:
-    u, counts = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
-    return SampleCells(values=u, weight=counts / counts.sum(), d=act.df(u))
+def make_sample_cells(act, values: np.ndarray, weights: np.ndarray | None = None) -> SampleCells:
+    """Cells at the unique values; a value's weight is its count (or its weights summed)."""
+    u, inverse, counts = np.unique(np.asarray(values, dtype=np.float64), return_inverse=True,
+                                   return_counts=True)
+    w = counts.astype(np.float64) if weights is None else np.bincount(inverse, weights, u.size)
+    return SampleCells(values=u, weight=w / w.sum(), d=act.df(u))
 
 
 def bin_edges(n_values: int, n_bins: int) -> np.ndarray:
