@@ -94,7 +94,7 @@ def _close(a: float, b: float, floor: float, rtol: float = 1e-9) -> bool:
 
 def check_table(table, *, against: str | None = "auto") -> CheckReport:
     """Recompute `table`'s error and (unless `against` is None) compare with design()."""
-    from .design import design, distribution_of, evaluate
+    from .designer import design, distribution_of, evaluate
 
     dist = distribution_of(table)
     mse, rel = evaluate(table)

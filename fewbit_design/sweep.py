@@ -248,7 +248,7 @@ def _slug(name: str, params: dict | None = None) -> str:
 
 def _design_job(job: Job) -> dict:
     """Worker: design one table; returns its canonical dict."""
-    from .design import design
+    from .designer import design
 
     table = design(job.activation, job.bits, distribution=job.distribution, params=job.params,
                    partition=job.partition, grid=job.grid)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from fewbit_design import formats
 from fewbit_design.cli_tables import COMMANDS
-from fewbit_design.design import design
+from fewbit_design.designer import design
 from fewbit_design.table import Table
 
 
@@ -116,7 +116,7 @@ def test_check_worse_boundaries(tmp_path):
     d = t.to_dict()
     d["boundaries"][3] += 0.05                                 # a suboptimal table, error recomputed
     moved = Table.from_dict(d)
-    from fewbit_design.design import evaluate
+    from fewbit_design.designer import evaluate
 
     mse, rel = evaluate(moved)
     d["error"] = {"mse": mse, "relative": rel}

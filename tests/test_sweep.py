@@ -9,7 +9,7 @@ import pytest
 
 from fewbit_design import shipped, sweep
 from fewbit_design.activations import REGISTRY
-from fewbit_design.design import design
+from fewbit_design.designer import design
 from fewbit_design.errors import FewbitError
 from fewbit_design.formats import read_table
 
@@ -182,7 +182,7 @@ def test_shipped_table_lookup():
 
 
 def _same_design(t):
-    from fewbit_design.design import distribution_of
+    from fewbit_design.designer import distribution_of
 
     fresh = design(t.activation, t.bits, distribution=distribution_of(t), params=t.params, partition="auto")
     if t.relative_error < 1e-14:            # exact: any exact table is as good (ties in round-off)
