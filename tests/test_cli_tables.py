@@ -111,6 +111,19 @@ def test_check_finds_a_better_table(tmp_path):
     assert "OK" in r.stdout
 
 
+def test_check_table_is_a_library_function():
+    """The CLI prints what check_table returns; the numbers are there for callers."""
+    from fewbit_design.check import check_table
+
+    contiguous = design("tanh", 2, partition="contiguous")
+    report = check_table(contiguous)
+    assert not report.ok and report.best.partition == "levelset" and report.best.mse < contiguous.mse
+    assert report.stored == (contiguous.mse, contiguous.relative_error)
+    assert check_table(contiguous, against="same").ok
+    quick = check_table(contiguous, against=None)
+    assert quick.ok and quick.best is None and "design()" not in quick.text
+
+
 def test_check_worse_boundaries(tmp_path):
     t = design("gelu", 3, partition="contiguous")
     d = t.to_dict()
