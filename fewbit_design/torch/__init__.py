@@ -7,6 +7,7 @@ Activations whose forward is exact and whose backward keeps only a b-bit code pe
     convert(model, bits=3)        # swap a model's activations in place; unconvert(model) undoes it
 """
 
+from .calibrate import calibrate
 from .convert import activation_of, convert, unconvert
 from .functional import FewbitFunction, fewbit_activation, torch_activation
 from .modules import (CELU, ELU, GELU, SELU, FewbitActivation, Hardsigmoid, Hardswish, Hardtanh,
@@ -24,6 +25,8 @@ __all__ = [
     "Softsign", "LogSigmoid", "Tanhshrink", "QuickGELU", "SquaredReLU",
     # model conversion
     "convert", "unconvert", "activation_of",
+    # calibration
+    "calibrate",
     # tables
     "default_table", "load_table", "check_table",
     # packing
