@@ -243,6 +243,48 @@ def _calibrate_one(name, data: LayerData, bits, partition, grid) -> LayerCalibra
                             predicted=count * mean_w * mse, kept_default=bool(kept_default))
 
 
+def read_layer_arrays(path) -> dict:
+    """{name: array} from an .npz holding one array of activation inputs per layer name."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FewbitError(f"{path}: no such file")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise FewbitError(f"{path}: not an .npz archive (expected one array per layer name)")
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FewbitError:
+        raise
+    except Exception as exc:   # corrupt, truncated, pickled objects: one line, no traceback
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise FewbitError(f"{path}: cannot read .npz file: {detail}") from None
+    if not arrays:
+        raise FewbitError(f"{path}: holds no arrays (expected one array per layer name)")
+    return arrays
+
+
+def calibrate_file(path, activation: str, bits: int = 3, *, params: dict | None = None,
+                   weights_path=None, budget_bits: float | None = None, partition: str = "auto",
+                   grid: int | None = None) -> Calibration:
+    """A calibration from saved activation inputs: `path` is an .npz with one array per layer
+    name (all layers of `activation`); `weights_path`, optionally, an .npz with the same names
+    holding one weight per input (e.g. g²)."""
+    arrays = read_layer_arrays(path)
+    weights = read_layer_arrays(weights_path) if weights_path is not None else {}
+    if weights_path is not None and set(weights) != set(arrays):
+        raise FewbitError(f"{os.fspath(weights_path)}: layer names differ from {os.fspath(path)}'s "
+                          f"(only in one: {', '.join(sorted(set(weights) ^ set(arrays)))})")
+    layers = {}
+    for name, values in arrays.items():
+        w = weights.get(name)
+        if w is not None and w.size != values.size:
+            raise FewbitError(f"{os.fspath(weights_path)}: {name} holds {w.size} weights for {values.size} inputs")
+        layers[name] = LayerData(activation=activation, params=params, values=values, weights=w)
+    return calibrate_layers(layers, bits, budget_bits=budget_bits, partition=partition, grid=grid)
+
+
 # -- bits under a budget ----------------------------------------------------------------------
 
 def allocate_bits(errors, counts, budget_bits: float) -> tuple[list[int], float]:
@@ -297,5 +339,5 @@ def allocate_bits(errors, counts, budget_bits: float) -> tuple[list[int], float]
     return chosen[::-1], total
 
 
-__all__ = ["LayerData", "LayerCalibration", "Calibration", "calibrate_layers", "allocate_bits",
-           "check_budget"]
+__all__ = ["LayerData", "LayerCalibration", "Calibration", "calibrate_layers", "calibrate_file",
+           "read_layer_arrays", "allocate_bits", "check_budget"]
