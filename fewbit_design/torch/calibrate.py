@@ -64,7 +64,7 @@ def _run(model, batch):
     return model(batch)
 
 
-def record_inputs(model: nn.Module, batches, *, loss_fn=None, samples: int = DEFAULT_SAMPLES,
+def record_inputs(model: nn.Module, batches, *, loss_fn=None, forward=None, samples: int = DEFAULT_SAMPLES,
                   seed: int = 0, include=None, exclude=None, extra: dict | None = None) -> dict:
     """Run `model` on `batches` and sample every convertible activation's inputs.
 
@@ -75,6 +75,8 @@ def record_inputs(model: nn.Module, batches, *, loss_fn=None, samples: int = DEF
         dict (``model(**b)``).
     loss_fn : callable ``(output, batch) -> scalar``, optional. Given, each kept input gets the
         weight g² of its output gradient.
+    forward : callable ``(model, batch) -> output``, optional, replacing the convention above
+        (e.g. ``lambda m, b: m(b[0])`` for (input, target) batches).
     samples : reservoir size per module (inputs kept for the design).
     seed : seed of the reservoir's keys.
     include, exclude, extra : module selection, as in `convert`.
@@ -118,6 +120,7 @@ def record_inputs(model: nn.Module, batches, *, loss_fn=None, samples: int = DEF
                 open_calls[name].pop()[1] = output
         return hook
 
+    run = _run if forward is None else forward
     handles = []
     try:
         for name, module, _ in found:
@@ -128,10 +131,10 @@ def record_inputs(model: nn.Module, batches, *, loss_fn=None, samples: int = DEF
             n_batches += 1
             if loss_fn is None:
                 with torch.no_grad():
-                    _run(model, batch)
+                    run(model, batch)
                 continue
             pending.clear()
-            loss = loss_fn(_run(model, batch), batch)
+            loss = loss_fn(run(model, batch), batch)
             _add_gradients(loss, pending, res)
         if n_batches == 0:
             raise FewbitError("no batches: calibration needs at least one batch of inputs")
@@ -167,13 +170,13 @@ def _add_gradients(loss, pending, res):
 
 
 def calibrate(model: nn.Module, batches, bits: int = 3, *, loss_fn=None, budget_bits: float | None = None,
-              samples: int = DEFAULT_SAMPLES, partition: str = "auto", grid: int | None = None,
+              forward=None, samples: int = DEFAULT_SAMPLES, partition: str = "auto", grid: int | None = None,
               seed: int = 0, include=None, exclude=None, extra: dict | None = None) -> Calibration:
     """Calibrated tables for every activation module of `model`, from its inputs on `batches`.
 
     Parameters
     ----------
-    model, batches, loss_fn, samples, seed, include, exclude, extra : see `record_inputs`.
+    model, batches, loss_fn, forward, samples, seed, include, exclude, extra : see `record_inputs`.
     bits : code width of every table (1..8); ignored when `budget_bits` is given.
     budget_bits : average bits per saved element in [1, 8]; bits per module are then chosen
         (exactly) to minimise the total predicted gradient error within the budget.
@@ -196,6 +199,6 @@ def calibrate(model: nn.Module, batches, bits: int = 3, *, loss_fn=None, budget_
         check_budget(budget_bits)            # refuse bad options before running the model
     else:
         _check_bits(bits)
-    layers = record_inputs(model, batches, loss_fn=loss_fn, samples=samples, seed=seed,
+    layers = record_inputs(model, batches, loss_fn=loss_fn, forward=forward, samples=samples, seed=seed,
                            include=include, exclude=exclude, extra=extra)
     return calibrate_layers(layers, bits, budget_bits=budget_bits, partition=partition, grid=grid)
