@@ -52,7 +52,7 @@ def test_integer_weights_give_the_repeated_samples_table(partition, n):
 
 def test_weighted_table_is_exactly_optimal_on_small_sets():
     rng = np.random.default_rng(3)
-    x, w = rng.normal(size=7), rng.exponential(size=7)
+    x, w = rng.normal(size=6), rng.exponential(size=6)
     order = np.argsort(x)
     d, wn = get_activation("gelu").df(x[order]), w[order] / w.sum()
     for bits in (1, 2):
@@ -147,12 +147,12 @@ def test_bad_budgets(budget):
 
 # -- calibrate_layers and bundles -------------------------------------------------------------
 
-def _layers(rng):
+def _layers(rng, n=3000):
     return {
-        "enc.0.act": LayerData("gelu", rng.normal(0.5, 2.0, size=3000), count=30000),
-        "enc.1.act": LayerData("gelu", rng.standard_t(3, size=(40, 50)),
-                               weights=rng.exponential(size=(40, 50))),
-        "head.act": LayerData("silu", rng.normal(-1.0, 0.5, size=800)),
+        "enc.0.act": LayerData("gelu", rng.normal(0.5, 2.0, size=n), count=10 * n),
+        "enc.1.act": LayerData("gelu", rng.standard_t(3, size=(n // 75, 50)),
+                               weights=rng.exponential(size=(n // 75, 50))),
+        "head.act": LayerData("silu", rng.normal(-1.0, 0.5, size=n // 4)),
     }
 
 
@@ -169,7 +169,7 @@ def test_calibrated_error_never_above_the_default_tables():
 
 
 def test_calibration_with_budget_matches_its_own_errors():
-    layers = _layers(np.random.default_rng(7))
+    layers = _layers(np.random.default_rng(7), n=600)      # 8-bit designs too: keep them small
     cal = calibrate_layers(layers, budget_bits=2.5)
     assert cal.budget_bits == 2.5 and cal.average_bits <= 2.5
     per_bits = {b: calibrate_layers(layers, b) for b in range(1, 9)}
@@ -181,7 +181,7 @@ def test_calibration_with_budget_matches_its_own_errors():
 
 
 def test_bundle_round_trip(tmp_path):
-    cal = calibrate_layers(_layers(np.random.default_rng(8)), budget_bits=3)
+    cal = calibrate_layers(_layers(np.random.default_rng(8), n=600), budget_bits=3)
     path = str(tmp_path / "sub" / "bundle.json")
     cal.save(path)
     back = Calibration.load(path)
@@ -234,8 +234,8 @@ def test_no_layers_and_bad_bits():
 def test_cli_calibrate(tmp_path):
     rng = np.random.default_rng(9)
     acts, g2, out = (str(tmp_path / n) for n in ("acts.npz", "g2.npz", "bundle.json"))
-    np.savez(acts, **{"block.0": rng.normal(size=2000), "block.1": rng.normal(1, 2, size=(20, 30))})
-    np.savez(g2, **{"block.0": rng.exponential(size=2000), "block.1": rng.exponential(size=600)})
+    np.savez(acts, **{"block.0": rng.normal(size=500), "block.1": rng.normal(1, 2, size=(20, 30))})
+    np.savez(g2, **{"block.0": rng.exponential(size=500), "block.1": rng.exponential(size=600)})
     r = CliRunner().invoke(main, ["calibrate", acts, "--activation", "gelu", "--bits", "3", "-o", out])
     assert r.exit_code == 0, r.output
     cal = Calibration.load(out)
