@@ -106,7 +106,7 @@ def record_inputs(model: nn.Module, batches, *, loss_fn=None, forward=None, samp
                 bad = int((~torch.isfinite(flat)).sum())
                 raise FewbitError(f"{name}: {bad} of {flat.numel()} activation inputs are NaN or infinite")
             idx, keys = res[name].candidates(flat)
-            xs = flat[idx].to(device="cpu", dtype=torch.float64)
+            xs = flat[idx.to(flat.device)].to(device="cpu", dtype=torch.float64)
             if loss_fn is None:
                 res[name].add(keys, xs)
             else:
@@ -165,7 +165,7 @@ def _add_gradients(loss, pending, res):
     grads = torch.autograd.grad(loss, [p[1] for p in live], allow_unused=True)
     for (name, out, idx, keys, xs), g in zip(live, grads):
         g = torch.zeros_like(out) if g is None else g
-        g2 = g.detach().reshape(-1)[idx].to(device="cpu", dtype=torch.float64) ** 2
+        g2 = g.detach().reshape(-1)[idx.to(g.device)].to(device="cpu", dtype=torch.float64) ** 2
         res[name].add(keys, xs, g2)
 
 
