@@ -16,7 +16,7 @@ Part 2: `calibrate` on a 12-layer BERT-base (transformers BertConfig(), random i
 mode, CPU) with 4 batches of --bert-batch x 128 tokens, bits=3, hooks and designs
 included, next to the plain forward passes of the same batches.
 
-    python benchmarks/calibration.py [--warmup 400 --steps 150 --bits 2]
+    python benchmarks/calibration.py [--warmup 300 --steps 100 --bits 2]
     python benchmarks/calibration.py --quick        # a dry run in a minute
 
 Timings are from one run on a shared machine: compare within the run only.
@@ -112,7 +112,9 @@ def train(model, data, steps, args, seed):
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
+        if step and step % 100 == 0:
+            print(f"  step {step}/{steps}", file=sys.stderr, flush=True)
         x, y = batches(data, 1, args.batch, args.ctx, gen)[0]
         loss = loss_of(model(x), (x, y))
         opt.zero_grad(set_to_none=True)
@@ -205,6 +207,7 @@ def part1(args):
     arms = [("native", None), (f"default {b}-bit", b), (f"calibrated {b}-bit", plain),
             (f"calibrated g² {b}-bit", weighted), (f"budget {args.budget} (g²)", budget)]
     for label, tables in arms:
+        print(f"  arm {label}", file=sys.stderr, flush=True)
         m = copy.deepcopy(model)
         if isinstance(tables, int):
             ft.convert(m, bits=tables)
@@ -252,28 +255,33 @@ def part2(args):
     n = len(convertible(model))
     print(f"\n## BERT-base from its config (random init, CPU, {torch.get_num_threads()} threads): "
           f"{n} activations, 4 batches of {args.bert_batch} x 128 tokens\n")
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for x in data:
-            model(x)
-    t_fwd = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    cal = ft.calibrate(model, data, bits=3)
-    t_cal = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ft.calibrate(model, data, budget_bits=2.5)
-    t_budget = time.perf_counter() - t0
-    print("| step | seconds |")
-    print("|---|---|")
-    print(f"| 4 plain forward passes | {t_fwd:.1f} |")
-    print(f"| calibrate(model, batches, bits=3): hooks + forward + {len(cal)} designs | {t_cal:.1f} |")
-    print(f"| calibrate(..., budget_bits=2.5): {8 * len(cal)} designs + the DP | {t_budget:.1f} |")
+    def timed(fn):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        return out, time.perf_counter() - w, time.process_time() - c
+
+    def forward_only():
+        with torch.no_grad():
+            for x in data:
+                model(x)
+
+    _, w_fwd, c_fwd = timed(forward_only)
+    cal, w_cal, c_cal = timed(lambda: ft.calibrate(model, data, bits=3))
+    _, w_bud, c_bud = timed(lambda: ft.calibrate(model, data, budget_bits=2.5))
+    print("CPU seconds are the process's, all threads: on 2 otherwise idle cores the wall time lies "
+          "between half of them and all of them.\n")
+    print("| step | wall s | CPU s |")
+    print("|---|---|---|")
+    print(f"| 4 plain forward passes | {w_fwd:.1f} | {c_fwd:.1f} |")
+    print(f"| calibrate(model, batches, bits=3): hooks + forward + {len(cal)} designs | {w_cal:.1f} | {c_cal:.1f} |")
+    print(f"| calibrate(..., budget_bits=2.5): {8 * len(cal)} designs + the DP | {w_bud:.1f} | {c_bud:.1f} |")
+    print(f"\n{cal!r}")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--warmup", type=int, default=400)
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--bits", type=int, default=2)
     ap.add_argument("--budget", type=float, default=2.5)
     ap.add_argument("--layers", type=int, default=3)
@@ -282,8 +290,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--chars", type=int, default=4_000_000)
-    ap.add_argument("--full-batches", type=int, default=4)
+    ap.add_argument("--full-batches", type=int, default=2)
     ap.add_argument("--bert-batch", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for part 1 (BERT: torch's default)")
     ap.add_argument("--skip-bert", action="store_true")
     ap.add_argument("--only-bert", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a dry run")
@@ -291,9 +300,12 @@ def main(argv=None):
     if args.quick:
         args.warmup, args.steps, args.chars, args.layers, args.dim = 20, 5, 200_000, 2, 64
         args.bert_batch = 1
-    print(f"# {' '.join(sys.argv)}")
+    print(f"# {' '.join(sys.argv)}", flush=True)
     if not args.only_bert:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
         part1(args)
+        torch.set_num_threads(threads)
     if not args.skip_bert:
         part2(args)
 
