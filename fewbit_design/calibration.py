@@ -23,10 +23,9 @@ from .activations import get_activation
 from .discretize import samples_error
 from .distributions import samples_from_array
 from .errors import FewbitError
-from .table import Table
+from .table import BITS, Table, check_bits
 
 DEFAULT_DISTRIBUTION = "normal:0,1"      # what the uncalibrated (default) tables assume
-BITS = range(1, 9)
 
 
 @dataclass(frozen=True)
@@ -195,11 +194,9 @@ def calibrate_layers(layers: Mapping, bits: int = 3, *, budget_bits: float | Non
     -------
     Calibration
     """
-    from .designer import _check_bits
-
     if not layers:
         raise FewbitError("no layers to calibrate")
-    widths = list(BITS) if budget_bits is not None else [_check_bits(bits)]
+    widths = list(BITS) if budget_bits is not None else [check_bits(bits)]
     if budget_bits is not None:
         budget_bits = check_budget(budget_bits)
     per_layer = {}

@@ -175,7 +175,7 @@ def format_text(table) -> str:
               help=".npz with the same layer names: one weight per input (e.g. g², the output gradient squared).")
 @click.option("-p", "--param", "params", multiple=True, metavar="K=V",
               help="Activation parameter, e.g. --param alpha=0.2 (repeatable).")
-@click.option("--partition", type=click.Choice(["contiguous", "levelset", "auto"]), default="auto",
+@click.option("--partition", type=click.Choice(PARTITION_CHOICES), default="auto",
               show_default=True, help="Table form per layer; auto: the better of the two.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the bundle (JSON, for convert(model, tables=...)) here, atomically.")

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..calibration import Calibration, LayerData, calibrate_layers, check_budget
 from ..errors import FewbitError
+from ..table import check_bits
 from .convert import convertible
 
 __all__ = ["calibrate", "record_inputs"]
@@ -193,12 +194,10 @@ def calibrate(model: nn.Module, batches, bits: int = 3, *, loss_fn=None, budget_
     >>> cal = calibrate(model, [x1, x2, x3, x4], bits=3)   # doctest: +SKIP
     >>> convert(model, tables=cal)                           # doctest: +SKIP
     """
-    from ..designer import _check_bits
-
     if budget_bits is not None:
         check_budget(budget_bits)            # refuse bad options before running the model
     else:
-        _check_bits(bits)
+        check_bits(bits)
     layers = record_inputs(model, batches, loss_fn=loss_fn, forward=forward, samples=samples, seed=seed,
                            include=include, exclude=exclude, extra=extra)
     return calibrate_layers(layers, bits, budget_bits=budget_bits, partition=partition, grid=grid)
