@@ -269,3 +269,21 @@ def test_cli_calibrate_bad_inputs(tmp_path):
         assert match in r.output and "Traceback" not in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1, r.output
     assert sorted(os.listdir(tmp_path)) == sorted(before)      # nothing written
+
+
+def test_cli_design_with_weighted_samples(tmp_path):
+    rng = np.random.default_rng(10)
+    x, w = rng.normal(size=300), rng.integers(0, 4, size=300)
+    path = str(tmp_path / "w.npz")
+    np.savez(path, values=x, weights=w)
+    out = str(tmp_path / "t.json")
+    r = CliRunner().invoke(main, ["gelu", "-b", "2", "--dist", f"samples:{path}", "-o", out])
+    assert r.exit_code == 0, r.output
+    from fewbit_design.formats import read_table
+    t = read_table(out)
+    want = design("gelu", 2, distribution=samples_from_array(np.repeat(x, w)))
+    np.testing.assert_array_equal(t.boundaries, want.boundaries)
+    assert t.mse == want.mse and t.dist_params["weighted"] == 1
+    np.savez(path, values=x, weights=-np.ones(300))
+    r = CliRunner().invoke(main, ["gelu", "-b", "2", "--dist", f"samples:{path}"])
+    assert r.exit_code == 2 and "weights must be >= 0" in r.output
