@@ -200,9 +200,9 @@ def part1(args):
     reservoir_cost(model, cal_batches[:args.full_batches], b)
 
     print(f"\n## Gradient error and continued training ({args.steps} steps from the warm model, "
-          f"same data order)\n")
-    print("| tables | rel. error of the parameter gradient | held-out loss after |")
-    print("|---|---|---|")
+          f"same data order per seed; {args.seeds} seed(s))\n")
+    print("| tables | rel. error of the parameter gradient | held-out loss after | per seed |")
+    print("|---|---|---|---|")
     grad_val = batches(val_data, 4, args.batch, args.ctx, gen)
     arms = [("native", None), (f"default {b}-bit", b), (f"calibrated {b}-bit", plain),
             (f"calibrated g² {b}-bit", weighted), (f"budget {args.budget} (g²)", budget)]
@@ -214,8 +214,11 @@ def part1(args):
         elif tables is not None:
             ft.convert(m, tables=tables)
         ge = grad_error(model, m, grad_val) if tables is not None else 0.0
-        train(m, train_data, args.steps, args, seed=3)
-        print(f"| {label} | {ge:.4f} | {held_out_loss(m, val):.4f} |")
+        losses = []
+        for seed in range(args.seeds):
+            trained = train(copy.deepcopy(m), train_data, args.steps, args, seed=3 + seed)
+            losses.append(held_out_loss(trained, val))
+        print(f"| {label} | {ge:.4f} | {np.mean(losses):.4f} | {' '.join(f'{v:.4f}' for v in losses)} |")
 
 
 def fixed_width_errors(model, cal_batches, bits):
@@ -283,6 +286,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--bits", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=1, help="data orders for the continued training")
     ap.add_argument("--budget", type=float, default=2.5)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--dim", type=int, default=96)

@@ -5,6 +5,7 @@ Activations whose forward is exact and whose backward keeps only a b-bit code pe
     from fewbit_design.torch import GELU, convert
     mlp = nn.Sequential(nn.Linear(64, 256), GELU(bits=3), nn.Linear(256, 64))
     convert(model, bits=3)        # swap a model's activations in place; unconvert(model) undoes it
+    convert(model, tables=calibrate(model, batches))   # a table per module, from its real inputs
 """
 
 from .calibrate import calibrate
