@@ -263,3 +263,27 @@ def test_mutant_binned_paths_keep_a_zero_cost_split_where_it_is(partition, monke
     assert t.solver["refinement"]["sweeps"] >= 1
     lo, hi = x[x < 0].max(), x[x > 0].min()
     assert t.boundaries.tolist() == [0.5 * (lo + hi)] and t.mse == 0.0
+
+
+@pytest.mark.parametrize("name,bits", [("gelu", 2), ("tanh", 3), ("hardswish", 2), ("relu6", 1)])
+def test_mutant_levelset_grid_stage_is_the_exact_optimum_over_cells(name, bits):
+    # the level-set start (before Newton): groups of whole cells, optimal among all groupings
+    # by value (oracle: the O(k·n²) DP over the cells sorted by their mean f'), levels = means
+    from fewbit_design.discretize import make_grid
+    from fewbit_design.distributions import parse_distribution
+    g = make_grid(get_activation(name), parse_distribution("normal"), 64)
+    s, codes, levels = levelset.design_levelset_grid(g, 2 ** bits)
+    m = np.diff(g.cum, axis=1)                                  # (3, N) cell moments
+    mid = 0.5 * (g.edges[:-1] + g.edges[1:])
+    group = codes[np.searchsorted(s, mid, side="right")]        # the code of every cell
+    S = np.stack([np.bincount(group, weights=m[p], minlength=levels.size) for p in range(3)])
+    live = S[0] > 0
+    np.testing.assert_allclose(levels[live], S[1, live] / S[0, live], rtol=1e-12, atol=1e-15)
+    cost = float(np.sum(S[2, live] - S[1, live] ** 2 / S[0, live]))
+    keep = np.flatnonzero(m[0] > 0)
+    order = keep[np.argsort(m[1, keep] / m[0, keep], kind="stable")]
+    P = np.zeros((3, order.size + 1))
+    np.cumsum(m[:, order], axis=1, out=P[:, 1:])
+    best = segment_cost(P, segment(P, 2 ** bits))
+    assert cost == pytest.approx(best, rel=1e-9, abs=1e-15 * float(g.total[2]))
+    assert s.size == 0 or np.all(np.diff(s) > 0)
