@@ -292,7 +292,7 @@ def plot(runs: dict, plan: Plan, path: str) -> None:
     for ax, (task, by_cfg) in zip(axes[0], runs.items()):
         for cfg, by_seed in by_cfg.items():
             curves = np.array([by_seed[str(s)]["val"] for s in plan.seeds])  # (seeds, evals, 3)
-            style = {"color": "black", "lw": 2.2} if cfg == "exact" else {"lw": 1.3}
+            style = {"color": "black", "lw": 1.6, "ls": "--", "zorder": 5} if cfg == "exact" else {"lw": 1.3}
             ax.plot(curves[0, :, 0], curves[:, :, 1].mean(0), marker="o", ms=3, label=cfg, **style)
         ax.set_title(titles[task])
         ax.set_xlabel("training step")
@@ -343,17 +343,24 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default 2)")
     p.add_argument("--out", default=None, help="JSON results (default benchmarks/results/convergence.json)")
     p.add_argument("--plot", default=None, help="figure (default plots/convergence.png)")
+    p.add_argument("--replot", metavar="JSON", help="redraw the figure and table of an earlier run, no training")
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error("--jobs must be at least 1")
-    plan = QUICK if a.quick else Plan()
     out = a.out or os.path.join(HERE, "results", "convergence.json")
     fig = a.plot or os.path.join(ROOT, "plots", "convergence.png")
-    result = run(plan, a.jobs)
-    atomic_write(out, json.dumps(result, indent=1) + "\n")
+    if a.replot:
+        with open(a.replot) as fh:
+            result = json.load(fh)
+        plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in result["plan"].items()})
+        out = a.replot
+    else:
+        plan = QUICK if a.quick else Plan()
+        result = run(plan, a.jobs)
+        atomic_write(out, json.dumps(result, indent=1) + "\n")
     plot(result["runs"], plan, fig)
-    print(f"torch {torch.__version__}; {len(plan.seeds)} seeds; {a.jobs} worker processes, 1 thread each; "
-          f"wall {result['wall_seconds']:.0f} s\n")
+    print(f"torch {result['machine']['torch']}; {len(plan.seeds)} seeds; {result['jobs']} worker processes, "
+          f"1 thread each; wall {result['wall_seconds']:.0f} s\n")
     print(table(result["summary"], plan))
     print(f"\nwrote {os.path.relpath(out)} and {os.path.relpath(fig)}")
 

@@ -10,7 +10,7 @@ Rows: native activations; few-bit at 1-4 bits (``fewbit_design.torch.convert``);
 recomputation (``torch.utils.checkpoint`` around up-projection, activation and
 down-projection of every layer); few-bit at 3 bits inside the same checkpoint.
 Regimes: all weights trainable; LoRA on attention (peft, r=8 on the query and value
-projections), everything else frozen; all weights trainable under ``torch.compile``
+projections; GPT-2: its fused c_attn), everything else frozen; all weights trainable under ``torch.compile``
 (each transformer layer compiled, inductor).
 
 Saved bytes: the distinct storages that autograd keeps from forward to backward
@@ -18,7 +18,8 @@ Saved bytes: the distinct storages that autograd keeps from forward to backward
 checkpoint keeps for its recomputation. "codes" are the uint8 storages (only the few-bit
 codes are uint8 here); they are checked against b*ceil(n/8) per activation call.
 
-    python benchmarks/memory_models.py [--layers 2 --batch 8 --seq 128 --repeat 3]
+    python benchmarks/memory_models.py [--layers 2 --batch 4 --seq 128 --repeat 2]
+    python benchmarks/memory_models.py --show benchmarks/results/memory_models*.json
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ def mib(n) -> str:
     return "–" if n is None else f"{n / 2**20:.1f}"
 
 
-def tables(results: list[dict], args) -> str:
+def tables(results: list[dict]) -> str:
     out = []
     for regime in REGIMES:
         rows = [r for r in results if r["regime"] == regime]
@@ -230,7 +231,8 @@ def tables(results: list[dict], args) -> str:
             continue
         gpu = any(r["peak_cuda_bytes"] is not None for r in rows)
         out += [f"\n### {regime}: " + {"trainable": "all weights trainable",
-                                        "lora": "LoRA r=8 on attention query/value, everything else frozen",
+                                        "lora": "LoRA r=8 on attention (query and value; GPT-2: the fused c_attn), "
+                                                "everything else frozen",
                                         "compile": "all weights trainable, each layer torch.compile'd"}[regime] + "\n",
                 "| model | row | saved MiB | vs native | codes MiB | = b·ceil(n/8) | step s |"
                 + (" peak CUDA MiB |" if gpu else ""),
@@ -244,18 +246,40 @@ def tables(results: list[dict], args) -> str:
     return "\n".join(out)
 
 
+def header(report: dict) -> str:
+    return (f"torch {report['machine']['torch']}, {report['device']}, {report['dtype']}, {report['layers']} layers of "
+            f"the published width, batch {report['batch']}, {report['seq']} tokens (BERT, GPT-2), {report['image']}px "
+            f"(ViT, {(report['image'] // 16) ** 2 + 1} tokens); step = forward + backward, median of "
+            f"{report['repeat']}, {report['threads']} threads")
+
+
+def show(paths: list[str]) -> None:
+    """Print the tables of one or more JSON results (e.g. the eager and the compile run)."""
+    for path in paths:
+        with open(path) as fh:
+            report = json.load(fh)
+        print(f"{os.path.basename(path)}: {header(report)}" + ("" if report["complete"] else " (incomplete run)"))
+        print(tables(report["results"]))
+        for where, error in report["compile_errors"].items():
+            print(f"\ntorch.compile failed for {where}: {error}")
+        print()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layers", type=int, default=2, help="transformer layers per model (default 2)")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=128, help="tokens per sequence for BERT and GPT-2")
     p.add_argument("--image", type=int, default=224, help="ViT image size (patch 16: (image/16)^2 + 1 tokens)")
-    p.add_argument("--repeat", type=int, default=3, help="timed steps per row (median reported)")
+    p.add_argument("--repeat", type=int, default=2, help="timed steps per row (median reported)")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--regimes", default=",".join(REGIMES))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=os.path.join(HERE, "results", "memory_models.json"))
+    p.add_argument("--show", nargs="+", metavar="JSON", help="print the tables of earlier runs and exit")
     a = p.parse_args(argv)
+    if a.show:
+        return show(a.show)
     models, regimes = a.models.split(","), a.regimes.split(",")
     for bad in [m for m in models if m not in MODELS] + [r for r in regimes if r not in REGIMES]:
         p.error(f"unknown model or regime {bad!r}")
@@ -295,12 +319,7 @@ def main(argv=None):
                 print(f"{name:10s} {regime:9s} {row:32s} saved {mib(r['saved_bytes']):>8s} MiB  "
                       f"codes {mib(r['code_bytes']):>6s} MiB  step {r['step_seconds']:.2f} s", file=sys.stderr)
     write(results, compile_errors, complete=True)
-    print(f"torch {torch.__version__}, {device.type}, bfloat16, {a.layers} layers of the published width, "
-          f"batch {a.batch}, {a.seq} tokens (BERT, GPT-2), {a.image}px (ViT, {(a.image // 16) ** 2 + 1} tokens); "
-          f"step = forward + backward, median of {a.repeat}, {a.threads} threads")
-    print(tables(results, a))
-    for where, error in compile_errors.items():
-        print(f"\ntorch.compile failed for {where}: {error}")
+    show([a.out])
     bad = [r for r in results if r["code_bytes"] != r["expected_code_bytes"]]
     if bad:
         raise SystemExit(f"saved code bytes differ from b*ceil(n/8) in {len(bad)} rows")
