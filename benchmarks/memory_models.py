@@ -1,6 +1,7 @@
 """Memory and time per training step of real architectures: native, few-bit, checkpointing.
 
-BERT-base (GELU), GPT-2 small (gelu_new, i.e. tanh GELU) and ViT-base/16 (GELU), built with
+BERT-base (GELU), GPT-2 small (gelu_new, i.e. tanh GELU) and ViT-base/16 (GELU), and on
+request (``--models smollm-135m``) SmolLM-135M, a Llama with a gated SiLU MLP, built with
 transformers from their configs (hidden size, heads, MLP size, vocabulary as published),
 randomly initialised, nothing downloaded, in bfloat16, dropout off. To keep the run to
 minutes on 2 CPU cores the models have ``--layers`` transformer layers (default 2) of the
@@ -65,11 +66,16 @@ def build(name: str, layers: int, image: int = 224):
         model = tr.ViTModel(cfg, add_pooling_layer=False)
         targets = ["q_proj", "v_proj"] if hasattr(model.get_submodule(_layers(model)[0]), "mlp") else ["query", "value"]
         return model, targets, "pixels"
+    if name == "smollm-135m":  # HuggingFaceTB/SmolLM-135M's config: a Llama with a gated SiLU MLP (SwiGLU)
+        cfg = tr.LlamaConfig(hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
+                             num_hidden_layers=layers, vocab_size=49152, tie_word_embeddings=True)
+        return tr.LlamaModel(cfg), ["q_proj", "v_proj"], "ids"
     raise ValueError(name)
 
 
-MODELS = ("bert-base", "gpt2-small", "vit-base")
-LAYER_TYPES = ("BertLayer", "GPT2Block", "ViTLayer")
+MODELS = ("bert-base", "gpt2-small", "vit-base", "smollm-135m")
+DEFAULT_MODELS = MODELS[:3]
+LAYER_TYPES = ("BertLayer", "GPT2Block", "ViTLayer", "LlamaDecoderLayer")
 
 
 def _layers(model) -> list[str]:
@@ -187,6 +193,7 @@ def measure(name, row, regime, args, dtype, device) -> dict:
     calls = activation_calls(model, batch)  # eager: module hooks do not run inside compiled code
     t0 = time.perf_counter()
     if regime == "compile":
+        torch._dynamo.reset()  # every row compiles afresh: no recompile limit carried over from earlier rows
         for layer in _layers(model):
             model.get_submodule(layer).compile()
         step(model, batch)  # compiles forward and backward
@@ -223,26 +230,33 @@ def mib(n) -> str:
     return "–" if n is None else f"{n / 2**20:.1f}"
 
 
-def tables(results: list[dict]) -> str:
-    out = []
-    for regime in REGIMES:
-        rows = [r for r in results if r["regime"] == regime]
-        if not rows:
-            continue
-        gpu = any(r["peak_cuda_bytes"] is not None for r in rows)
-        out += [f"\n### {regime}: " + {"trainable": "all weights trainable",
-                                        "lora": "LoRA r=8 on attention (query and value; GPT-2: the fused c_attn), "
-                                                "everything else frozen",
-                                        "compile": "all weights trainable, each layer torch.compile'd"}[regime] + "\n",
-                "| model | row | saved MiB | vs native | codes MiB | = b·ceil(n/8) | step s |"
-                + (" peak CUDA MiB |" if gpu else ""),
-                "|---|---|---:|---:|---:|---|---:|" + ("---:|" if gpu else "")]
-        for r in rows:
-            native = next((x["saved_bytes"] for x in rows if x["model"] == r["model"] and x["row"] == "native"), None)
-            ok = "yes" if r["code_bytes"] == r["expected_code_bytes"] else "NO"
-            out.append(f"| {r['model']} | {r['row']} | {mib(r['saved_bytes'])} | "
-                       f"{'–' if native is None else format(r['saved_bytes'] / native, '.3f')} | {mib(r['code_bytes'])} | {ok} | "
-                       f"{r['step_seconds']:.2f} |" + (f" {mib(r['peak_cuda_bytes'])} |" if gpu else ""))
+def table(results: list[dict]) -> str:
+    """One markdown table: a line per (model, row), the regimes side by side."""
+    regimes = [g for g in REGIMES if any(r["regime"] == g for r in results)]
+    gpu = any(r["peak_cuda_bytes"] is not None for r in results)
+    by = {(r["model"], r["row"], r["regime"]): r for r in results}
+    head = "| model | row |" + "".join(f" {g} saved MiB (× native) |" for g in regimes)
+    head += " codes = b·ceil(n/8) | step s (" + " / ".join(regimes) + ") |"
+    head += " peak CUDA MiB |" if gpu else ""
+    out = [head, "|---|---|" + "---:|" * len(regimes) + "---|---:|" + ("---:|" if gpu else "")]
+    for model in dict.fromkeys(r["model"] for r in results):
+        for row in ROWS:
+            cells, ok, times, peaks = [], True, [], []
+            for g in regimes:
+                r, native = by.get((model, row, g)), by.get((model, "native", g))
+                if r is None:
+                    cells.append("not run")
+                    times.append("–")
+                    continue
+                ratio = f" ({r['saved_bytes'] / native['saved_bytes']:.3f})" if native else ""
+                cells.append(f"{mib(r['saved_bytes'])}{ratio}")
+                ok &= r["code_bytes"] == r["expected_code_bytes"]
+                times.append(f"{r['step_seconds']:.2f}")
+                peaks.append(mib(r["peak_cuda_bytes"]))
+            check = "–" if row == "native" else ("yes" if ok else "NO")
+            check = "none kept" if "checkpoint" in row and ok else check
+            out.append(f"| {model} | {row} | " + " | ".join(cells) + f" | {check} | " + " / ".join(times) + " |"
+                       + (f" {' / '.join(peaks)} |" if gpu else ""))
     return "\n".join(out)
 
 
@@ -254,15 +268,17 @@ def header(report: dict) -> str:
 
 
 def show(paths: list[str]) -> None:
-    """Print the tables of one or more JSON results (e.g. the eager and the compile run)."""
+    """Print one table from one or more JSON results (e.g. the eager and the compile run)."""
+    results = []
     for path in paths:
         with open(path) as fh:
             report = json.load(fh)
         print(f"{os.path.basename(path)}: {header(report)}" + ("" if report["complete"] else " (incomplete run)"))
-        print(tables(report["results"]))
         for where, error in report["compile_errors"].items():
-            print(f"\ntorch.compile failed for {where}: {error}")
-        print()
+            print(f"torch.compile failed for {where}: {error}")
+        results += report["results"]
+    print()
+    print(table(results))
 
 
 def main(argv=None):
@@ -272,11 +288,11 @@ def main(argv=None):
     p.add_argument("--seq", type=int, default=128, help="tokens per sequence for BERT and GPT-2")
     p.add_argument("--image", type=int, default=224, help="ViT image size (patch 16: (image/16)^2 + 1 tokens)")
     p.add_argument("--repeat", type=int, default=2, help="timed steps per row (median reported)")
-    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"any of {', '.join(MODELS)}")
     p.add_argument("--regimes", default=",".join(REGIMES))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=os.path.join(HERE, "results", "memory_models.json"))
-    p.add_argument("--show", nargs="+", metavar="JSON", help="print the tables of earlier runs and exit")
+    p.add_argument("--show", nargs="+", metavar="JSON", help="print the table of earlier runs and exit")
     a = p.parse_args(argv)
     if a.show:
         return show(a.show)
