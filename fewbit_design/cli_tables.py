@@ -1,4 +1,4 @@
-"""Commands on table files: convert, check, sweep, plot. Registered by cli.py via COMMANDS."""
+"""Command line on table files (front end of the file, check, sweep and plot steps); cli.py registers COMMANDS."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ import sys
 import click
 
 from ._cli_util import InputError, handle_errors
-
-TABLE_FORMATS = ("json", "yaml", "npz", "csv", "h")
-PARTITIONS = ("contiguous", "levelset", "auto")
+from .table import FORMATS, PARTITION_CHOICES, PARTITIONS
 
 
 @click.command("convert")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-t", "--to", "to_fmt", type=click.Choice(TABLE_FORMATS), default=None,
+@click.option("-t", "--to", "to_fmt", type=click.Choice(FORMATS), default=None,
               help="Output format [default: from -o's extension].")
-@click.option("--from", "from_fmt", type=click.Choice(TABLE_FORMATS), default=None,
+@click.option("--from", "from_fmt", type=click.Choice(FORMATS), default=None,
               help="Input format [default: from FILE's extension].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write here (atomically) instead of stdout.")
@@ -34,7 +32,6 @@ def convert(file, to_fmt, from_fmt, output):
       fewbit-design convert tables/normal_0_1/gelu-3bit-auto.json --to csv
     """
     from . import formats
-    from .io import atomic_write
 
     if to_fmt is None:
         if output is None:
@@ -42,8 +39,7 @@ def convert(file, to_fmt, from_fmt, output):
         to_fmt = formats.format_from_path(output)
     table = formats.read_table(file, from_fmt)
     if output:
-        stem = os.path.splitext(os.path.basename(output))[0]
-        atomic_write(output, formats.dumps(table, to_fmt, c_name=formats._c_identifier(f"fewbit_{stem}")))
+        formats.write_table(table, output, to_fmt)
         click.echo(f"wrote {output} ({to_fmt})", err=True)
     elif to_fmt == "npz":
         raise InputError("npz is binary: give -o FILE")
@@ -53,7 +49,7 @@ def convert(file, to_fmt, from_fmt, output):
 
 @click.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--against", type=click.Choice([*PARTITIONS, "same"]), default="auto", show_default=True,
+@click.option("--against", type=click.Choice([*PARTITION_CHOICES, "same"]), default="auto", show_default=True,
               help="Partition of the table to compare with: auto (the best), or 'same' as FILE's.")
 @click.option("--no-redesign", is_flag=True, help="Only validate and recompute the error.")
 @handle_errors
@@ -71,6 +67,7 @@ def check(file, against, no_redesign):
       fewbit-design check paper_gelu2.json --against same
       fewbit-design check gelu3.h --no-redesign
     """
+    from .check import check_table
     from .formats import read_table
 
     table = read_table(file)
@@ -79,59 +76,6 @@ def check(file, against, no_redesign):
     click.echo(report.text)
     if not report.ok:
         sys.exit(1)
-
-
-class CheckReport:
-    """What `check_table` found: ok, the lines of the report, and the numbers."""
-
-    def __init__(self, ok, text, stored, recomputed, best):
-        self.ok, self.text, self.stored, self.recomputed, self.best = ok, text, stored, recomputed, best
-
-
-def _close(a: float, b: float, floor: float, rtol: float = 1e-9) -> bool:
-    return abs(a - b) <= rtol * max(abs(a), abs(b)) or abs(a - b) <= floor
-
-
-def check_table(table, *, against: str | None = "auto") -> CheckReport:
-    """Recompute `table`'s error and (unless `against` is None) compare with design()."""
-    from .design import design, distribution_of, evaluate
-
-    dist = distribution_of(table)
-    mse, rel = evaluate(table)
-    total = mse / rel if rel > 0 else (table.mse / table.relative_error if table.relative_error > 0 else 1.0)
-    floor = 1e-15 * total                       # below this an mse is round-off
-    lines = [f"{'table':<14}{table.activation}{_params(table.params)}, {table.bits} bits, {dist.spec}, "
-             f"{table.partition} partition, {table.n_intervals} intervals, {table.levels.size} levels",
-             f"{'stored':<14}relative error {table.relative_error:.12e}  mse {table.mse:.12e}"]
-    problems = []
-    same = _close(table.mse, mse, floor) and _close(table.relative_error, rel, 1e-15)
-    off = abs(table.mse - mse) / max(mse, floor, 1e-300)
-    lines.append(f"{'recomputed':<14}relative error {rel:.12e}  mse {mse:.12e}  "
-                 f"({'matches' if same else 'MISMATCH'}: differs by {off:.2g} relative)")
-    if not same:
-        problems.append(f"the stored error is off by {off:.3g} relative")
-    best = None
-    if against is not None:
-        partition = table.partition if against == "same" else against
-        best = design(table.activation, table.bits, distribution=dist, params=table.params, partition=partition)
-        better = best.mse < mse - max(1e-9 * mse, floor)
-        if better:
-            gain = 1 - best.mse / mse
-            verdict = f"BETTER by {gain:.3%} (a {best.partition} table)"
-            problems.append(f"design() finds a table with {gain:.3%} lower error "
-                            f"(relative error {best.relative_error:.6e} vs {rel:.6e})")
-        else:
-            verdict = "no better table"
-        lines.append(f"{'design()':<14}relative error {best.relative_error:.12e}  "
-                     f"(partition {partition} -> {best.partition}): {verdict}")
-    lines.append(f"{'result':<14}" + ("OK" if not problems else "FAIL: " + "; ".join(problems)))
-    return CheckReport(not problems, "\n".join(lines), (table.mse, table.relative_error), (mse, rel),
-                       best)
-
-
-def _params(p: dict) -> str:
-    return "(" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()) + ")" \
-        if p else ""
 
 
 @click.command("sweep")
@@ -189,7 +133,7 @@ def plot():
 @click.argument("activations", nargs=-1, required=True)
 @click.option("-b", "--bits", default="1-8", show_default=True, help="Bit widths: 1-8, 1,2,4, ...")
 @click.option("-d", "--dist", "dists", multiple=True, help="Distribution spec (repeatable) [default: normal:0,1].")
-@click.option("--partition", "partitions", multiple=True, type=click.Choice(PARTITIONS),
+@click.option("--partition", "partitions", multiple=True, type=click.Choice(PARTITION_CHOICES),
               help="Partition(s) to draw (repeatable) [default: contiguous and levelset].")
 @click.option("-p", "--param", "params", multiple=True, metavar="K=V",
               help="Activation parameter for every ACTIVATION (repeatable).")
@@ -213,7 +157,7 @@ def plot_error_cmd(activations, bits, dists, partitions, params, output):
     from .sweep import parse_bits
 
     plot_error(list(activations), bits=parse_bits(bits), distributions=list(dists) or ["normal:0,1"],
-               partitions=list(partitions) or ["contiguous", "levelset"], params=parse_params(params),
+               partitions=list(partitions) or list(PARTITIONS), params=parse_params(params),
                path=output)
     click.echo(f"wrote {output}", err=True)
 

@@ -1,4 +1,5 @@
-"""Batch designs from a YAML config: the cross product, in parallel, written incrementally.
+"""Batch designs (the designer, many tables at once) from a YAML config: the cross product, in
+parallel, written incrementally.
 
 A config (see ``tables/sweep.yaml``)::
 
@@ -30,17 +31,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from . import __version__
+from ._version import __version__
 from .errors import FewbitError
-from .formats import FORMATS, read_table, write_table
+from .formats import FORMATS, read_table, write_bundle, write_table
 from .io import atomic_write
+from .table import BITS, PARTITION_CHOICES, format_params
 
-PARTITIONS = ("contiguous", "levelset", "auto")
 CONFIG_KEYS = ("activations", "bits", "distributions", "partitions", "formats", "grid", "bundle")
 INDEX_FORMAT = "fewbit-sweep-index"
-BUNDLE_FORMAT = "fewbit-table-bundle"
-
-
 @dataclass(frozen=True)
 class Job:
     """One table to design: what the config asked for, and where its files go."""
@@ -111,7 +109,7 @@ def parse_bits(spec) -> list[int]:
     else:
         raise FewbitError(f"bits: expected 1..8, a range like 1-8 or a list, got {spec!r}")
     for b in items:
-        if not 1 <= b <= 8:
+        if b not in BITS:
             raise FewbitError(f"bits: {b} is outside 1..8")
     return sorted(set(items))
 
@@ -191,8 +189,8 @@ def parse_config(raw, *, base: str = ".") -> SweepConfig:
 
     partitions = _str_list(raw, "partitions", ["auto"])
     for i, p in enumerate(partitions):
-        if p not in PARTITIONS:
-            raise FewbitError(f"partitions[{i}]: {p!r} is not one of {', '.join(PARTITIONS)}")
+        if p not in PARTITION_CHOICES:
+            raise FewbitError(f"partitions[{i}]: {p!r} is not one of {', '.join(PARTITION_CHOICES)}")
     formats = _str_list(raw, "formats", ["json"])
     for i, f in enumerate(formats):
         if f not in FORMATS:
@@ -238,7 +236,7 @@ def _str_list(raw: dict, key: str, default, *, where: str | None = None) -> list
 
 
 def _slug(name: str, params: dict | None = None) -> str:
-    parts = [name] + [f"{k}={v:g}" for k, v in (params or {}).items()]
+    parts = [name] + ([format_params(params, "_")] if params else [])
     if name.startswith("samples:"):
         parts = ["samples", os.path.splitext(os.path.basename(name[8:]))[0]]
     return re.sub(r"[^\w.=+-]+", "_", "_".join(parts)).strip("_")
@@ -246,13 +244,14 @@ def _slug(name: str, params: dict | None = None) -> str:
 
 # -- running -----------------------------------------------------------------------------
 
-def _design_job(job: Job) -> dict:
-    """Worker: design one table; returns its canonical dict."""
-    from .design import design
+def _design_job(job: Job) -> tuple[dict, float]:
+    """Worker: design one table; returns its canonical dict and the seconds design() took."""
+    from .designer import design
 
+    t0 = time.perf_counter()
     table = design(job.activation, job.bits, distribution=job.distribution, params=job.params,
                    partition=job.partition, grid=job.grid)
-    return table.to_dict()
+    return table.to_dict(), time.perf_counter() - t0
 
 
 def _cost(job: Job) -> float:
@@ -308,7 +307,7 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
     if n_workers == 1:
         for i in todo:
             try:
-                tables[i] = _finish(_design_job(config.jobs[i]), config.jobs[i], config.formats, out_dir,
+                tables[i] = _finish(*_design_job(config.jobs[i]), config.jobs[i], config.formats, out_dir,
                                     result.design_seconds)
             except FewbitError as e:
                 failed.append((i, e))
@@ -320,7 +319,7 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:
-                    tables[i] = _finish(fut.result(), config.jobs[i], config.formats, out_dir,
+                    tables[i] = _finish(*fut.result(), config.jobs[i], config.formats, out_dir,
                                         result.design_seconds)
                 except FewbitError as e:
                     failed.append((i, e))
@@ -346,10 +345,10 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
     return result
 
 
-def _finish(d: dict, job: Job, formats, out_dir, seconds: dict):
+def _finish(d: dict, took: float, job: Job, formats, out_dir, seconds: dict):
     from .table import Table
 
-    seconds[job.stem] = d["solver"].pop("seconds", None)   # kept out of the files: timing noise
+    seconds[job.stem] = took
     table = Table.from_dict(d, source=job.stem)
     _write_all(table, job, formats, out_dir)
     return table
@@ -408,40 +407,5 @@ def _write_index(config: SweepConfig, out_dir: str, previous: dict, tables, tabl
     return rows
 
 
-# -- the bundle the installed package reads ----------------------------------------------
-
-def write_bundle(tables, path: str) -> str:
-    """Write many tables as one compact JSON ({format, version, tables: [canonical, ...]})."""
-    d = {"format": BUNDLE_FORMAT, "version": 1,
-         "tables": [t.to_dict() for t in sorted(tables, key=lambda t: (t.distribution, t.activation, t.bits))]}
-    for t in d["tables"]:
-        t["solver"].pop("seconds", None)    # timing noise would rewrite the bundle on every sweep
-    data = (json.dumps(d, separators=(",", ":")) + "\n").encode()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        with open(path, "rb") as fh:
-            if fh.read() == data:
-                return path
-    except OSError:
-        pass
-    atomic_write(path, data)
-    return path
-
-
-def read_bundle(data: bytes, *, source: str) -> list:
-    """Parse a bundle written by `write_bundle`; every table is validated."""
-    from .table import Table
-
-    try:
-        d = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FewbitError(f"{source}: not valid JSON ({type(e).__name__})") from None
-    if not isinstance(d, dict) or d.get("format") != BUNDLE_FORMAT or d.get("version") != 1:
-        raise FewbitError(f"{source}: not a {BUNDLE_FORMAT} version 1 file")
-    if not isinstance(d.get("tables"), list):
-        raise FewbitError(f"{source}: field 'tables' must be a list")
-    return [Table.from_dict(t, source=f"{source}: tables[{i}]") for i, t in enumerate(d["tables"])]
-
-
 __all__ = ["Job", "SweepConfig", "SweepResult", "load_config", "parse_config", "parse_bits",
-           "run_sweep", "write_bundle", "read_bundle"]
+           "run_sweep"]

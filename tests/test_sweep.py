@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from fewbit_design import shipped, sweep
+from fewbit_design import formats, shipped, sweep
 from fewbit_design.activations import REGISTRY
-from fewbit_design.design import design
+from fewbit_design.designer import design
 from fewbit_design.errors import FewbitError
 from fewbit_design.formats import read_table
 
@@ -94,7 +94,7 @@ def test_sweep_writes_tables_index_and_is_incremental(tmp_path, monkeypatch):
                                                         (stems[0], stems[1], stems[2], stems[3])]
     rows = open(os.path.join(out, "index.csv")).read().splitlines()
     assert rows[0].startswith("activation,params,bits") and len(rows) == 5
-    assert len(sweep.read_bundle(open(tmp_path / "pkg" / "b.json", "rb").read(), source="b")) == 4
+    assert len(formats.read_bundle(open(tmp_path / "pkg" / "b.json", "rb").read(), source="b")) == 4
 
     mtimes = {s: os.stat(os.path.join(out, s + ".json")).st_mtime_ns for s in stems}
     r = sweep.run_sweep(cfg, out, jobs=1)
@@ -145,11 +145,11 @@ def test_sweep_reports_failures_and_keeps_the_rest(tmp_path, monkeypatch):
 
 def test_read_bundle_refuses_garbage():
     with pytest.raises(FewbitError, match="b.json"):
-        sweep.read_bundle(b"\x00\xff", source="b.json")
+        formats.read_bundle(b"\x00\xff", source="b.json")
     with pytest.raises(FewbitError, match="fewbit-table-bundle"):
-        sweep.read_bundle(b'{"format": "x"}', source="b.json")
+        formats.read_bundle(b'{"format": "x"}', source="b.json")
     with pytest.raises(FewbitError, match=r"tables\[0\]: missing field"):
-        sweep.read_bundle(b'{"format": "fewbit-table-bundle", "version": 1, "tables": [{"version": 1}]}',
+        formats.read_bundle(b'{"format": "fewbit-table-bundle", "version": 1, "tables": [{"version": 1}]}',
                           source="b.json")
 
 
@@ -181,18 +181,27 @@ def test_shipped_table_lookup():
         shipped.shipped_table("gelu", 9)
 
 
+# What may differ between the shipped tables and a fresh design on another machine (numpy's
+# SIMD kernels round by an ulp differently, AVX2 vs AVX-512), at 1-5 bits; README
+# "Determinism" gives the measured values (all 336 tables, both builds): mse 1.1e-15 relative,
+# boundaries 2.5e-12 and levels 1.4e-12 (relative to max(1, |value|)), codes equal but for ties
+ACROSS_MACHINES = {"mse": 1e-13, "values": 1e-10}
+
+
 def _same_design(t):
-    from fewbit_design.design import distribution_of
+    from fewbit_design.designer import distribution_of
 
     fresh = design(t.activation, t.bits, distribution=distribution_of(t), params=t.params, partition="auto")
     if t.relative_error < 1e-14:            # exact: any exact table is as good (ties in round-off)
         assert fresh.relative_error < 1e-14
         return
     assert fresh.partition == t.partition
-    np.testing.assert_array_equal(fresh.codes, t.codes)
-    np.testing.assert_allclose(fresh.boundaries, t.boundaries, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(fresh.levels, t.levels, rtol=1e-12, atol=1e-12)
-    assert fresh.mse == pytest.approx(t.mse, rel=1e-9, abs=1e-15)
+    assert fresh.mse == pytest.approx(t.mse, rel=ACROSS_MACHINES["mse"], abs=1e-15)
+    if fresh.codes.size != t.codes.size or (fresh.codes != t.codes).any():
+        return                              # a tie (the errors agree): another table as good
+    tol = ACROSS_MACHINES["values"]
+    np.testing.assert_allclose(fresh.boundaries, t.boundaries, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fresh.levels, t.levels, rtol=0, atol=tol * max(1.0, np.abs(t.levels).max()))
 
 
 def test_a_sample_of_shipped_tables_is_still_what_design_produces():
