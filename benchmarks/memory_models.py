@@ -253,8 +253,8 @@ def table(results: list[dict]) -> str:
                 ok &= r["code_bytes"] == r["expected_code_bytes"]
                 times.append(f"{r['step_seconds']:.2f}")
                 peaks.append(mib(r["peak_cuda_bytes"]))
-            check = "–" if row == "native" else ("yes" if ok else "NO")
-            check = "none kept" if "checkpoint" in row and ok else check
+            check = "–" if row == "native" or not peaks else ("yes" if ok else "NO")
+            check = "none kept" if "checkpoint" in row and peaks and ok else check
             out.append(f"| {model} | {row} | " + " | ".join(cells) + f" | {check} | " + " / ".join(times) + " |"
                        + (f" {' / '.join(peaks)} |" if gpu else ""))
     return "\n".join(out)
