@@ -1,7 +1,9 @@
 """Does few-bit training converge like exact training? Same models, seeds and batches, real data.
 
 Two tasks, each trained with exact activations and with few-bit activations at 1-4 bits
-(the shipped default tables, ``fewbit_design.torch.convert(model, bits=b)``):
+(the shipped default tables, ``fewbit_design.torch.convert(model, bits=b)``) and at 3 bits
+with calibrated tables (``fewbit_design.torch.calibrate`` on the first training batches at
+initialisation, g²-weighted, then ``convert(model, tables=...)``):
 
 - ``lm``: a GPT-style byte-level language model (pre-LN blocks, GELU MLPs) on the source of
   a fixed list of Python standard-library modules; the last 10 % of the text is held out.
@@ -54,6 +56,8 @@ class Plan:
     """Sizes of one benchmark run (full or quick)."""
     seeds: tuple = (0, 1, 2)
     bits: tuple = (1, 2, 3, 4)
+    calibrated_bits: tuple = (3,)
+    calibration_batches: int = 4
     lm_steps: int = 400
     lm_batch: int = 32
     lm_context: int = 64
@@ -67,7 +71,7 @@ class Plan:
     evals: int = 12          # validation points along each run (the last at the final step)
 
 
-QUICK = Plan(seeds=(0,), bits=(1, 3), lm_steps=30, lm_batch=8, lm_context=32, lm_dim=32, lm_layers=1,
+QUICK = Plan(seeds=(0,), bits=(1, 3), calibration_batches=2, lm_steps=30, lm_batch=8, lm_context=32, lm_dim=32, lm_layers=1,
              lm_heads=2, lm_val_windows=32, digits_epochs=3, digits_batch=64, digits_hidden=32, evals=3)
 
 
@@ -153,8 +157,31 @@ def _eval_points(steps: int, evals: int) -> set:
     return {round(steps * (i + 1) / evals) for i in range(evals)}
 
 
-def train_lm(plan: Plan, seed: int, bits: int | None) -> dict:
-    """Train the byte GPT; bits=None is exact. Returns curves and final validation metrics."""
+def configs(plan: Plan) -> list:
+    """None (exact), then (bits, calibrated) per few-bit configuration."""
+    calibrated = plan.calibrated_bits if hasattr(ft, "calibrate") else ()
+    return [None] + [(b, False) for b in plan.bits] + [(b, True) for b in calibrated]
+
+
+def _label(cfg) -> str:
+    return "exact" if cfg is None else f"calibrated {cfg[0]} bit" if cfg[1] else f"{cfg[0]} bit"
+
+
+def _few_bit(model, cfg, plan: Plan, batch, loss_fn) -> None:
+    """Convert `model` for `cfg`; calibrated tables come from its first training batches, as it is now."""
+    if cfg is None:
+        return
+    bits, calibrated = cfg
+    if not calibrated:
+        ft.convert(model, bits=bits)
+        return
+    cal = ft.calibrate(model, [batch(i) for i in range(plan.calibration_batches)], bits=bits,
+                       forward=lambda m, b: m(b[0]), loss_fn=lambda out, b: loss_fn(out, b[1]), seed=0)
+    ft.convert(model, tables=cal)
+
+
+def train_lm(plan: Plan, seed: int, cfg) -> dict:
+    """Train the byte GPT; cfg None is exact. Returns curves and final validation metrics."""
     text, _ = stdlib_text()
     data = torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
     split = int(0.9 * len(data))
@@ -166,11 +193,18 @@ def train_lm(plan: Plan, seed: int, bits: int | None) -> dict:
 
     torch.manual_seed(seed)
     model = ByteGPT(plan.lm_dim, plan.lm_layers, plan.lm_heads, T)
-    if bits is not None:
-        ft.convert(model, bits=bits)
+    batches = np.random.default_rng(seed).integers(0, len(train) - T - 1, (plan.lm_steps, plan.lm_batch))
+
+    def batch(i):
+        return (torch.stack([train[s:s + T] for s in batches[i]]),
+                torch.stack([train[s + 1:s + T + 1] for s in batches[i]]))
+
+    def loss_fn(out, y):
+        return F.cross_entropy(out.reshape(-1, 256), y.reshape(-1))
+
+    _few_bit(model, cfg, plan, batch, loss_fn)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01, betas=(0.9, 0.95))
     sched = _schedule(opt, plan.lm_steps, warmup=max(1, plan.lm_steps // 20))
-    batches = np.random.default_rng(seed).integers(0, len(train) - T - 1, (plan.lm_steps, plan.lm_batch))
 
     def evaluate():
         model.eval()
@@ -181,19 +215,14 @@ def train_lm(plan: Plan, seed: int, bits: int | None) -> dict:
         model.train()
         return loss, acc
 
-    return _loop(model, opt, sched, plan.lm_steps, plan.evals, evaluate, lambda i: (
-        torch.stack([train[s:s + T] for s in batches[i]]),
-        torch.stack([train[s + 1:s + T + 1] for s in batches[i]])),
-        lambda out, y: F.cross_entropy(out.reshape(-1, 256), y.reshape(-1)))
+    return _loop(model, opt, sched, plan.lm_steps, plan.evals, evaluate, batch, loss_fn)
 
 
-def train_digits(plan: Plan, seed: int, bits: int | None) -> dict:
-    """Train the SiLU MLP on digits; bits=None is exact."""
+def train_digits(plan: Plan, seed: int, cfg) -> dict:
+    """Train the SiLU MLP on digits; cfg None is exact."""
     x_tr, y_tr, x_va, y_va = digits_data()
     torch.manual_seed(seed)
     model = digits_mlp(plan.digits_hidden)
-    if bits is not None:
-        ft.convert(model, bits=bits)
     per_epoch = math.ceil(len(x_tr) / plan.digits_batch)
     steps = plan.digits_epochs * per_epoch
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
@@ -215,6 +244,7 @@ def train_digits(plan: Plan, seed: int, bits: int | None) -> dict:
         idx = torch.as_tensor(order[e * len(x_tr):(e + 1) * len(x_tr)][j * plan.digits_batch:(j + 1) * plan.digits_batch])
         return x_tr[idx], y_tr[idx]
 
+    _few_bit(model, cfg, plan, batch, F.cross_entropy)
     return _loop(model, opt, sched, steps, plan.evals, evaluate, batch, F.cross_entropy)
 
 
@@ -243,16 +273,12 @@ TASKS = {"lm": train_lm, "digits": train_digits}
 
 
 def _run_one(job):
-    task, plan, seed, bits = job
+    task, plan, seed, cfg = job
     torch.set_num_threads(1)  # one thread per worker process: these models are too small to split
-    return job, TASKS[task](plan, seed, bits)
+    return job, TASKS[task](plan, seed, cfg)
 
 
 # ----------------------------------------------------------------------------- results
-
-def _label(bits):
-    return "exact" if bits is None else f"{bits} bit"
-
 
 def summarise(runs: dict, plan: Plan) -> dict:
     """Per task and configuration: mean and sample std over seeds, and mean vs exact."""
@@ -309,25 +335,37 @@ def plot(runs: dict, plan: Plan, path: str) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def run(plan: Plan, jobs: int, tasks=tuple(TASKS)) -> dict:
-    """Train every (task, seed, configuration); return the JSON-ready result."""
+def run(plan: Plan, jobs: int, tasks=tuple(TASKS), previous: dict | None = None) -> dict:
+    """Train every (task, seed, configuration); return the JSON-ready result.
+
+    With `previous` (an earlier result of the same plan), only the configurations it lacks are
+    trained; every run is deterministic and independent of the others, so the merged result is
+    the one a full run gives (up to timings).
+    """
     text, files = stdlib_text()
-    todo = [(task, plan, seed, bits) for task in tasks for seed in plan.seeds for bits in (None, *plan.bits)]
-    runs = {task: {_label(b): {} for b in (None, *plan.bits)} for task in tasks}
+    old = previous["runs"] if previous else {}
+    todo = [(task, plan, seed, cfg) for task in tasks for seed in plan.seeds for cfg in configs(plan)
+            if _label(cfg) not in old.get(task, {})]
+    runs = {task: {_label(cfg): dict(old.get(task, {}).get(_label(cfg), {})) for cfg in configs(plan)}
+            for task in tasks}
     t0 = time.perf_counter()
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             results = list(pool.map(_run_one, todo))
     else:
         results = [_run_one(job) for job in todo]
-    for (task, _, seed, bits), res in results:
-        runs[task][_label(bits)][str(seed)] = res
+    for (task, _, seed, cfg), res in results:
+        runs[task][_label(cfg)][str(seed)] = res
     for task, by_cfg in runs.items():  # same weights, same batches: the first loss agrees exactly
         for seed in plan.seeds:
             first = {by_cfg[c][str(seed)]["train_loss"][0] for c in by_cfg}
             assert len(first) == 1, f"{task} seed {seed}: configurations start from different losses {first}"
+    wall = time.perf_counter() - t0
+    added = sorted({_label(cfg) for _, _, _, cfg in todo}) if previous else None
     return {
-        "benchmark": "convergence", "plan": asdict(plan), "wall_seconds": time.perf_counter() - t0, "jobs": jobs,
+        "benchmark": "convergence", "plan": asdict(plan), "jobs": jobs,
+        "wall_seconds": previous["wall_seconds"] if previous else wall,
+        **({"added": {"configurations": added, "wall_seconds": wall}} if previous else {}),
         "machine": {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
                     "cpus": os.cpu_count()},
         "data": {"lm": {"files": files, "bytes": len(text), "sha256": hashlib.sha256(text).hexdigest(),
@@ -344,23 +382,30 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="JSON results (default benchmarks/results/convergence.json)")
     p.add_argument("--plot", default=None, help="figure (default plots/convergence.png)")
     p.add_argument("--replot", metavar="JSON", help="redraw the figure and table of an earlier run, no training")
+    p.add_argument("--add", metavar="JSON", help="train only the configurations an earlier run lacks, and add them")
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error("--jobs must be at least 1")
     out = a.out or os.path.join(HERE, "results", "convergence.json")
     fig = a.plot or os.path.join(ROOT, "plots", "convergence.png")
-    if a.replot:
-        with open(a.replot) as fh:
+    if a.replot or a.add:
+        with open(a.replot or a.add) as fh:
             result = json.load(fh)
         plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in result["plan"].items()})
-        out = a.replot
+        out = a.replot or a.add
+        if a.add:
+            result = run(plan, a.jobs, previous=result)
+            atomic_write(out, json.dumps(result, indent=1) + "\n")
     else:
         plan = QUICK if a.quick else Plan()
         result = run(plan, a.jobs)
         atomic_write(out, json.dumps(result, indent=1) + "\n")
     plot(result["runs"], plan, fig)
+    added = result.get("added")
     print(f"torch {result['machine']['torch']}; {len(plan.seeds)} seeds; {result['jobs']} worker processes, "
-          f"1 thread each; wall {result['wall_seconds']:.0f} s\n")
+          f"1 thread each; wall {result['wall_seconds']:.0f} s"
+          + (f" (+ {added['wall_seconds']:.0f} s for {', '.join(added['configurations'])}, added)" if added else "")
+          + "\n")
     print(table(result["summary"], plan))
     print(f"\nwrote {os.path.relpath(out)} and {os.path.relpath(fig)}")
 

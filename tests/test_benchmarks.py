@@ -29,7 +29,8 @@ def test_convergence_quick(tmp_path, capsys):
     conv.main(["--quick", "--jobs", "1", "--out", str(out), "--plot", str(fig)])
     result = json.loads(out.read_text())
     plan = conv.QUICK
-    configs = ["exact"] + [f"{b} bit" for b in plan.bits]
+    configs = [conv._label(cfg) for cfg in conv.configs(plan)]
+    assert configs[:3] == ["exact", "1 bit", "3 bit"]
     assert set(result["runs"]) == {"lm", "digits"}
     for task, by_cfg in result["runs"].items():
         assert list(by_cfg) == configs
