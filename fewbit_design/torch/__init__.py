@@ -10,8 +10,8 @@ Activations whose forward is exact and whose backward keeps only a b-bit code pe
 from .convert import activation_of, convert, unconvert
 from .functional import FewbitFunction, fewbit_activation, torch_activation
 from .modules import (CELU, ELU, GELU, SELU, FewbitActivation, Hardsigmoid, Hardswish, Hardtanh,
-                      LeakyReLU, LogSigmoid, Mish, QuickGELU, ReLU, ReLU6, Sigmoid, SiLU, Softplus,
-                      Softsign, SquaredReLU, Tanh, Tanhshrink, make_module)
+                      LeakyReLU, LogSigmoid, Mish, QuickGELU, ReLU, ReLU6, SAFE_GLOBALS, Sigmoid, SiLU,
+                      Softplus, Softsign, SquaredReLU, Tanh, Tanhshrink, make_module)
 from .packing import pack_codes, packed_nbytes, unpack_codes
 from .tables import check_table, default_table, load_table
 
@@ -21,7 +21,7 @@ __all__ = [
     # modules
     "FewbitActivation", "make_module", "ReLU", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "SiLU",
     "Mish", "Softplus", "Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "Hardswish", "ReLU6",
-    "Softsign", "LogSigmoid", "Tanhshrink", "QuickGELU", "SquaredReLU",
+    "Softsign", "LogSigmoid", "Tanhshrink", "QuickGELU", "SquaredReLU", "SAFE_GLOBALS",
     # model conversion
     "convert", "unconvert", "activation_of",
     # tables
