@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from fewbit_design.table import Table
 from fewbit_design.torch import kernels
-from fewbit_design.torch.functional import TORCH_FORWARD
+from fewbit_design.torch.reference import TORCH_FORWARD
 from fewbit_design.torch.kernels import FUSED_ACTIVATIONS, fused_backward, fused_forward, triton_available
 from fewbit_design.torch.packing import pack_codes, packed_nbytes, unpack_codes
 from fewbit_design.torch.tables import table_constants

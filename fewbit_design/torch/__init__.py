@@ -8,11 +8,12 @@ Activations whose forward is exact and whose backward keeps only a b-bit code pe
 """
 
 from .convert import activation_of, convert, unconvert
-from .functional import FewbitFunction, fewbit_activation, torch_activation
+from .functional import FewbitFunction, fewbit_activation
 from .modules import (CELU, ELU, GELU, SELU, FewbitActivation, Hardsigmoid, Hardswish, Hardtanh,
                       LeakyReLU, LogSigmoid, Mish, QuickGELU, ReLU, ReLU6, SAFE_GLOBALS, Sigmoid, SiLU,
                       Softplus, Softsign, SquaredReLU, Tanh, Tanhshrink, make_module)
 from .packing import pack_codes, packed_nbytes, unpack_codes
+from .reference import torch_activation
 from .tables import check_table, default_table, load_table
 
 __all__ = [

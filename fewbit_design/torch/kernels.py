@@ -8,8 +8,8 @@ backward: grad_in = grad_out * levels[code]   (fp32 math, stored in grad_out's d
 
 Each program owns BYTES consecutive bytes of every plane, i.e. the BLOCK = 8 * BYTES elements
 8k .. 8k + BLOCK - 1, held as a (BYTES, 8) tile: row r is byte r of each plane, column j is
-bit j. The bytes equal ``pack_codes(codes, bits)`` exactly; the plain torch path in
-functional.py is the oracle in the tests.
+bit j. The bytes equal ``pack_codes(codes, bits)`` exactly; the plain torch path (reference.py) is
+the oracle in the tests.
 
 Inputs are float16, bfloat16 or float32 (fp16/bf16 -> fp32 is exact, so comparing against the
 float32 bounds, rounded up, gives the table's interval); float64 stays on the torch path.
@@ -30,6 +30,7 @@ import torch
 
 from .lut import _bracket, _lut, _padded
 from .packing import _check_bits, packed_nbytes
+from .reference import TORCH_FORWARD
 
 try:
     import triton
@@ -530,8 +531,6 @@ def _probe_values(dtype: torch.dtype) -> torch.Tensor:
 @functools.lru_cache(maxsize=None)
 @torch.no_grad()
 def _fused_y_exact(act: str, dtype: torch.dtype, device: torch.device, params: tuple) -> bool:
-    from .functional import TORCH_FORWARD  # functional imports this module
-
     x = _probe_values(dtype).to(device)
     y, _ = fused_forward(x, torch.zeros(0, device=device), None, 1, act, dict(params))
     with torch.autocast(device.type, enabled=False):

@@ -13,6 +13,8 @@ import weakref
 
 import torch
 
+from .reference import encode
+
 _CACHE_SIZE = 256   # tables kept (LUT 64 KiB, bracket table 128 KiB each)
 _COUNT_BITS = 4     # bracket entry = base << 4 | count in an int16: base < 2048, count < 16
 
@@ -48,14 +50,12 @@ def _padded(bounds32: torch.Tensor) -> torch.Tensor:
 
 
 def _lut(bounds32: torch.Tensor, code_map: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """(65536,) uint8: entry p is the torch path's code (functional._encode) of the `dtype` value
+    """(65536,) uint8: entry p is the torch path's code (reference.encode) of the `dtype` value
     with bit pattern p, so exact by construction; cached."""
     def build():
-        from .functional import _encode  # functional imports kernels, which imports this module
-
         # int16 i (pattern i mod 2^16) sits at position i + 2^15: roll by 2^15 to put it at its pattern
         ints = torch.arange(-(2 ** 15), 2 ** 15, dtype=torch.int32, device=bounds32.device).to(torch.int16)
-        return _encode(ints.view(dtype), bounds32, None, code_map).roll(2 ** 15)
+        return encode(ints.view(dtype), bounds32, None, code_map).roll(2 ** 15)
 
     return _cached(("lut", dtype), (bounds32,) if code_map is None else (bounds32, code_map), build)
 
