@@ -14,7 +14,8 @@ from .modules import (CELU, ELU, GELU, SELU, FewbitActivation, Hardsigmoid, Hard
                       Softplus, Softsign, SquaredReLU, Tanh, Tanhshrink, make_module)
 from .packing import pack_codes, packed_nbytes, unpack_codes
 from .reference import torch_activation
-from .tables import check_table, default_table, load_table
+from .kernels import DEFAULT_CONFIG, KernelConfig
+from .tables import check_table, clear_cache, default_table, load_table
 
 __all__ = [
     # functional
@@ -26,7 +27,9 @@ __all__ = [
     # model conversion
     "convert", "unconvert", "activation_of",
     # tables
-    "default_table", "load_table", "check_table",
+    "default_table", "load_table", "check_table", "clear_cache",
+    # fused kernel settings
+    "KernelConfig", "DEFAULT_CONFIG",
     # packing
     "pack_codes", "unpack_codes", "packed_nbytes",
 ]
