@@ -94,6 +94,8 @@ def test_export_warns_and_exports_the_forward():
     code = program.graph_module.code
     assert "gelu" in code and "rshift" not in code  # the torch op, no dead coding and packing
     torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=0)
+    strict = torch.export.export(model, (x,), strict=True)  # Dynamo drops the warning; same graph
+    assert "gelu" in strict.graph_module.code and "rshift" not in strict.graph_module.code
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.export.export(model, (x,))
