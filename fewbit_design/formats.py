@@ -21,9 +21,8 @@ import numpy as np
 
 from .errors import FewbitError
 from .io import atomic_write
-from .table import Table
+from .table import FORMATS, Table
 
-FORMATS = ("json", "yaml", "npz", "csv", "h")
 EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".npz": "npz",
               ".csv": "csv", ".h": "h", ".cuh": "h"}
 ARRAYS = ("boundaries", "codes", "levels")

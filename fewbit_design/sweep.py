@@ -34,8 +34,8 @@ from . import __version__
 from .errors import FewbitError
 from .formats import FORMATS, read_table, write_bundle, write_table
 from .io import atomic_write
+from .table import BITS, PARTITION_CHOICES, format_params
 
-PARTITIONS = ("contiguous", "levelset", "auto")
 CONFIG_KEYS = ("activations", "bits", "distributions", "partitions", "formats", "grid", "bundle")
 INDEX_FORMAT = "fewbit-sweep-index"
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def parse_bits(spec) -> list[int]:
     else:
         raise FewbitError(f"bits: expected 1..8, a range like 1-8 or a list, got {spec!r}")
     for b in items:
-        if not 1 <= b <= 8:
+        if b not in BITS:
             raise FewbitError(f"bits: {b} is outside 1..8")
     return sorted(set(items))
 
@@ -188,8 +188,8 @@ def parse_config(raw, *, base: str = ".") -> SweepConfig:
 
     partitions = _str_list(raw, "partitions", ["auto"])
     for i, p in enumerate(partitions):
-        if p not in PARTITIONS:
-            raise FewbitError(f"partitions[{i}]: {p!r} is not one of {', '.join(PARTITIONS)}")
+        if p not in PARTITION_CHOICES:
+            raise FewbitError(f"partitions[{i}]: {p!r} is not one of {', '.join(PARTITION_CHOICES)}")
     formats = _str_list(raw, "formats", ["json"])
     for i, f in enumerate(formats):
         if f not in FORMATS:
@@ -235,7 +235,7 @@ def _str_list(raw: dict, key: str, default, *, where: str | None = None) -> list
 
 
 def _slug(name: str, params: dict | None = None) -> str:
-    parts = [name] + [f"{k}={v:g}" for k, v in (params or {}).items()]
+    parts = [name] + ([format_params(params, "_")] if params else [])
     if name.startswith("samples:"):
         parts = ["samples", os.path.splitext(os.path.basename(name[8:]))[0]]
     return re.sub(r"[^\w.=+-]+", "_", "_".join(parts)).strip("_")

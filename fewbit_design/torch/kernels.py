@@ -29,7 +29,8 @@ import os
 import torch
 
 from .lut import bracket, code_lut, padded
-from .packing import _check_bits, packed_nbytes
+from ..table import check_bits
+from .packing import packed_nbytes
 from .reference import TORCH_FORWARD
 
 try:
@@ -474,7 +475,7 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
     starts from a 65536-entry prefix table built per bounds32: make the first call outside
     CUDA graph capture.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     _check_tensor(x, "x")
     if act is not None and act not in FUSED_ACTIVATIONS:
         raise ValueError(f"activation {act!r} has no fused kernel; choose one of {sorted(FUSED_ACTIVATIONS)}")
@@ -536,7 +537,7 @@ def fused_backward(packed: torch.Tensor, grad_out: torch.Tensor, levels: torch.T
     torch.Tensor
         (grad_out.float() * levels[code]).to(dtype), grad_out's shape, contiguous.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     grad_out = grad_out.contiguous()
     _check_tensor(grad_out, "grad_out")
     n = grad_out.numel()

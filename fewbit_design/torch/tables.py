@@ -14,7 +14,7 @@ import torch
 
 from ..activations import get_activation
 from ..errors import FewbitError
-from ..table import Table
+from ..table import Table, check_bits
 
 __all__ = ["default_table", "load_table", "resolve_table", "check_table", "table_constants", "cached",
            "clear_cache", "DEFAULT_BITS", "DEFAULT_DISTRIBUTION"]
@@ -80,10 +80,9 @@ def default_table(activation: str, bits: int = DEFAULT_BITS, params: dict | None
     Table
         For the standard normal input distribution; cached in-process.
     """
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise FewbitError(f"bits must be an integer in 1..8, got {bits!r}")
+    bits = check_bits(bits)
     p = canonical_params(activation, params)
-    return _default_table(get_activation(activation).name, int(bits), tuple(sorted(p.items())))
+    return _default_table(get_activation(activation).name, bits, tuple(sorted(p.items())))
 
 
 def check_table(table: Table, activation: str, params: dict | None = None) -> None:
