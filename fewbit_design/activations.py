@@ -1,4 +1,4 @@
-"""Activation registry: name -> f, its derivative f', the kinks of f' and the parameters.
+"""Activation registry (input step): name -> f, its derivative f', the kinks of f' and the parameters.
 
 Defaults and the value of f' at a kink follow torch.nn and torch.autograd (float64).
 Every f' here is evaluated stably: no overflow and no NaN for any finite x.

@@ -1,4 +1,4 @@
-"""The fewbit-design command line: parse, call one library function, echo."""
+"""The fewbit-design command line (front end of every step): parse, call one library function, echo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from . import __version__
+from ._version import __version__
 from ._cli_util import InputError, handle_errors
 from .table import FORMATS, PARTITION_CHOICES, format_params
 

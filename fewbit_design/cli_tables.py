@@ -1,4 +1,4 @@
-"""Commands on table files: convert, check, sweep, plot. Registered by cli.py via COMMANDS."""
+"""Command line on table files (front end of the file, check, sweep and plot steps); cli.py registers COMMANDS."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ def convert(file, to_fmt, from_fmt, output):
       fewbit-design convert tables/normal_0_1/gelu-3bit-auto.json --to csv
     """
     from . import formats
-    from .io import atomic_write
 
     if to_fmt is None:
         if output is None:
@@ -40,8 +39,7 @@ def convert(file, to_fmt, from_fmt, output):
         to_fmt = formats.format_from_path(output)
     table = formats.read_table(file, from_fmt)
     if output:
-        stem = os.path.splitext(os.path.basename(output))[0]
-        atomic_write(output, formats.dumps(table, to_fmt, c_name=formats._c_identifier(f"fewbit_{stem}")))
+        formats.write_table(table, output, to_fmt)
         click.echo(f"wrote {output} ({to_fmt})", err=True)
     elif to_fmt == "npz":
         raise InputError("npz is binary: give -o FILE")

@@ -1,4 +1,4 @@
-"""Figures: relative error vs bits, and one table's step function against f'.
+"""Figures (Table -> plot step): relative error vs bits, and one table's step function against f'.
 
 matplotlib is imported inside the functions (Agg backend), so the CLI starts without it.
 The format follows the file's extension: .png, .svg or .pdf. Files are written atomically.

@@ -1,4 +1,5 @@
-"""The tables shipped inside the package: every registry activation × 1..8 bits for normal:0,1.
+"""Shipped tables (Table files in the package; the runtime's defaults): every registry activation
+× 1..8 bits for normal:0,1.
 
 They live in one compact bundle, ``fewbit_design/data/tables_normal.json``, written by
 ``fewbit-design sweep tables/sweep.yaml -o tables`` next to the browsable copies in ``tables/``.

@@ -1,4 +1,5 @@
-"""Batch designs from a YAML config: the cross product, in parallel, written incrementally.
+"""Batch designs (the designer, many tables at once) from a YAML config: the cross product, in
+parallel, written incrementally.
 
 A config (see ``tables/sweep.yaml``)::
 
@@ -30,7 +31,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from . import __version__
+from ._version import __version__
 from .errors import FewbitError
 from .formats import FORMATS, read_table, write_bundle, write_table
 from .io import atomic_write
@@ -243,13 +244,14 @@ def _slug(name: str, params: dict | None = None) -> str:
 
 # -- running -----------------------------------------------------------------------------
 
-def _design_job(job: Job) -> dict:
-    """Worker: design one table; returns its canonical dict."""
+def _design_job(job: Job) -> tuple[dict, float]:
+    """Worker: design one table; returns its canonical dict and the seconds design() took."""
     from .designer import design
 
+    t0 = time.perf_counter()
     table = design(job.activation, job.bits, distribution=job.distribution, params=job.params,
                    partition=job.partition, grid=job.grid)
-    return table.to_dict()
+    return table.to_dict(), time.perf_counter() - t0
 
 
 def _cost(job: Job) -> float:
@@ -305,7 +307,7 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
     if n_workers == 1:
         for i in todo:
             try:
-                tables[i] = _finish(_design_job(config.jobs[i]), config.jobs[i], config.formats, out_dir,
+                tables[i] = _finish(*_design_job(config.jobs[i]), config.jobs[i], config.formats, out_dir,
                                     result.design_seconds)
             except FewbitError as e:
                 failed.append((i, e))
@@ -317,7 +319,7 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:
-                    tables[i] = _finish(fut.result(), config.jobs[i], config.formats, out_dir,
+                    tables[i] = _finish(*fut.result(), config.jobs[i], config.formats, out_dir,
                                         result.design_seconds)
                 except FewbitError as e:
                     failed.append((i, e))
@@ -343,10 +345,10 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
     return result
 
 
-def _finish(d: dict, job: Job, formats, out_dir, seconds: dict):
+def _finish(d: dict, took: float, job: Job, formats, out_dir, seconds: dict):
     from .table import Table
 
-    seconds[job.stem] = d["solver"].pop("seconds", None)   # kept out of the files: timing noise
+    seconds[job.stem] = took
     table = Table.from_dict(d, source=job.stem)
     _write_all(table, job, formats, out_dir)
     return table

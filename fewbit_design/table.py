@@ -1,4 +1,5 @@
-"""The Table: the one contract between the designer, the file formats and the runtime.
+"""The Table (designer output, runtime input): the one contract between the designer, the files
+and the runtime.
 
 Interval convention: the interval of x is the number of boundaries <= x
 (``np.searchsorted(boundaries, x, side="right")``), so interval 0 is (-inf, b[0]) and

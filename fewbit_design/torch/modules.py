@@ -1,4 +1,4 @@
-"""nn.Module wrappers: the torch.nn activations with a few-bit backward.
+"""Runtime step, nn.Module wrappers: the torch.nn activations with a few-bit backward.
 
 Each takes the torch.nn constructor arguments (``inplace`` is accepted and ignored: the
 input is never overwritten) plus keyword-only ``bits`` (default 3) and ``table`` (a Table

@@ -1,4 +1,4 @@
-"""Bit-plane packing of b-bit codes: exactly b bits per element, any b in 1..8.
+"""Runtime step, bit-plane packing of b-bit codes: exactly b bits per element, any b in 1..8.
 
 Layout (n codes, b bits, B = ceil(n / 8) bytes per plane, b * B bytes in all)::
 

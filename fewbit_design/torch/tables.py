@@ -1,10 +1,9 @@
-"""Tables for the runtime (Table -> runtime step): default tables, table files, matching checks,
+"""Runtime step, its tables (Table -> runtime): default tables, table files, matching checks,
 device constants, and the runtime's one cache of device tensors."""
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import weakref
 from collections import OrderedDict
@@ -14,6 +13,7 @@ import torch
 
 from ..activations import get_activation
 from ..errors import FewbitError
+from ..formats import read_table
 from ..table import Table, check_bits
 
 __all__ = ["default_table", "load_table", "resolve_table", "check_table", "table_constants", "cached",
@@ -29,26 +29,12 @@ def canonical_params(activation: str, params: dict | None = None) -> dict:
 
 
 def load_table(source) -> Table:
-    """A Table from a Table (returned as is) or a path to a table file.
-
-    Uses ``fewbit_design.formats.read_table`` when present (every format it knows),
-    else reads the canonical JSON form.
-    """
+    """A Table from a Table (returned as is) or a path to a table file (any format read_table knows)."""
     if isinstance(source, Table):
         return source
     if not isinstance(source, (str, os.PathLike)):
         raise FewbitError(f"table must be a Table or a path to a table file, got {type(source).__name__}")
-    path = os.fspath(source)
-    try:
-        from ..formats import read_table
-    except ImportError:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError) as e:
-            raise FewbitError(f"{path}: cannot read table ({e})") from None
-        return Table.from_dict(data, source=path)
-    return read_table(path)
+    return read_table(os.fspath(source))
 
 
 @functools.lru_cache(maxsize=None)
