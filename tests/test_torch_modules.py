@@ -264,3 +264,19 @@ def test_convert_again_with_other_bits():
     assert ft.convert(own, bits=3)[0][2].bits == 3
     ft.unconvert(own)
     assert own[1] is mine  # a module built directly comes back as it was
+
+
+def test_calibrated_tables_replace_a_converted_models_tables():
+    from fewbit_design.torch.calibrate import calibrate
+    model = small_model()
+    originals = dict(model.named_modules(remove_duplicate=False))
+    ft.convert(model, bits=4)
+    batches = [torch.randn(32, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    bundle = calibrate(model, batches, bits=2)  # the few-bit modules are calibrated too
+    assert list(bundle) == ["1", "2.1", "2.2", "6"]
+    done = ft.convert(model, tables=bundle)
+    assert sorted({n for n, _, _ in done}) == ["1", "2.1", "2.2", "5", "6"]
+    assert model[1].table is bundle["1"] and model[5].table is bundle["2.2"]
+    ft.unconvert(model)
+    for name, mod in model.named_modules(remove_duplicate=False):
+        assert originals[name] is mod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Callable
 
@@ -11,7 +12,7 @@ from ..errors import FewbitError
 from .modules import FewbitActivation, canonical_name, make_module
 from .tables import load_table
 
-__all__ = ["convert", "unconvert", "activation_of"]
+__all__ = ["convert", "unconvert", "activation_of", "convertible"]
 
 # exact torch.nn type -> (registry name, params) of an instance
 _TORCH_TYPES: dict[type, Callable] = {
@@ -80,6 +81,13 @@ def activation_of(module: nn.Module, extra: dict | None = None):
     return None
 
 
+def _spec(module: nn.Module, extra: dict | None):
+    """(registry name, params) of a module `convert` handles: a known activation or a few-bit one."""
+    if isinstance(module, FewbitActivation):
+        return module.activation, module.params
+    return activation_of(module, extra)
+
+
 def _unknown_subclass(module: nn.Module) -> str | None:
     """The known activation class `module` derives from while overriding its forward, if any."""
     for base in type(module).__mro__[1:]:
@@ -110,7 +118,48 @@ def _children(model: nn.Module, prefix: str = ""):
             yield from _children(child, qualified + ".")
 
 
-def convert(model: nn.Module, bits: int = 3, tables: dict | None = None, include=None, exclude=None,
+def convertible(model: nn.Module, include=None, exclude=None, extra: dict | None = None) -> list:
+    """The modules `convert` handles: (qualified name, module, (registry name, params)), each
+    module once, under the first name it is found at (a shared module is one entry). Few-bit
+    modules are among them (convert replaces one when its table differs from the one asked for)."""
+    out, seen = [], set()
+    for _, _, qualified, child in _children(model):
+        spec = _spec(child, extra)
+        if spec is None or (include and not include(child, qualified)) or (exclude and exclude(child, qualified)):
+            continue
+        if id(child) not in seen:
+            seen.add(id(child))
+            out.append((qualified, child, spec))
+    return out
+
+
+def _bundle_tables(model, bundle, include, exclude, extra) -> dict:
+    """id(module) -> table from a calibration bundle, refused unless it matches the model exactly."""
+    from ..calibration import Calibration
+    from .tables import check_table
+
+    if not isinstance(bundle, Calibration):
+        bundle = Calibration.load(bundle)
+    found = {q: (m, spec) for q, m, spec in convertible(model, include, exclude, extra)}
+    problems = []
+    unknown = [n for n in bundle if n not in found]
+    if unknown:
+        problems.append(f"not activations of the model: {', '.join(unknown)}")
+    uncovered = [q for q in found if q not in bundle]
+    if uncovered:
+        problems.append(f"no table for: {', '.join(uncovered)}")
+    for q in bundle:
+        if q in found:
+            try:
+                check_table(bundle[q], *found[q][1])
+            except FewbitError as e:
+                problems.append(f"{q}: {e}")
+    if problems:
+        raise FewbitError("calibration bundle does not match the model; " + "; ".join(problems))
+    return {id(m): bundle[q] for q, (m, _) in found.items()}
+
+
+def convert(model: nn.Module, bits: int = 3, tables=None, include=None, exclude=None,
             extra: dict | None = None) -> list:
     """Replace the activation modules inside `model` by few-bit ones, in place.
 
@@ -125,6 +174,10 @@ def convert(model: nn.Module, bits: int = 3, tables: dict | None = None, include
         Activation name -> Table or table file path; the table's own bits are used.
         A table made for another activation, or for other parameter values than a
         module's, is refused (FewbitError) before anything is replaced.
+        Or a calibration bundle (`fewbit_design.calibration.Calibration`, or the path of
+        one saved by `Calibration.save`): module name -> table; it must name exactly the
+        modules to convert (after include/exclude), each with a table for its activation,
+        else it is refused with the names listed.
     include, exclude : callable, optional
         Filters ``(module, qualified_name) -> bool``: convert a module only if `include`
         says True (default all) and `exclude` does not.
@@ -144,15 +197,20 @@ def convert(model: nn.Module, bits: int = 3, tables: dict | None = None, include
         left alone with a warning naming them (pass them in `extra`), and so is a model in
         which no activation module was found at all.
     """
-    if activation_of(model, extra) is not None or isinstance(model, FewbitActivation):
+    from ..calibration import Calibration
+
+    if _spec(model, extra) is not None:
         raise FewbitError(f"convert works in place on a model's submodules; the model itself is an activation "
                           f"({type(model).__name__}); build the few-bit one with fewbit_design.torch.make_module "
                           f"or a module class (fewbit_design.torch.GELU, ...), or wrap it in nn.Sequential")
+    per_module = None
+    if isinstance(tables, (Calibration, str, os.PathLike)):
+        per_module, tables = _bundle_tables(model, tables, include, exclude, extra), None
     known = _load_tables(tables)
     plan, made, skipped, seen = [], {}, [], False
     for parent, key, qualified, child in _children(model):
         fewbit = isinstance(child, FewbitActivation)
-        spec = (child.activation, child.params) if fewbit else activation_of(child, extra)
+        spec = _spec(child, extra)
         if spec is None:
             base = _unknown_subclass(child)
             if base is not None:
@@ -163,7 +221,7 @@ def convert(model: nn.Module, bits: int = 3, tables: dict | None = None, include
             continue
         if id(child) not in made:  # a module shared by several parents stays shared
             name, params = spec
-            table = known.get(canonical_name(name))
+            table = known.get(canonical_name(name)) if per_module is None else per_module[id(child)]
             try:
                 new = make_module(name, params, bits=None if table else bits, table=table)
             except FewbitError as e:
