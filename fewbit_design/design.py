@@ -14,7 +14,7 @@ from .discretize import GL_ORDER, _GL_W, _GL_X, bin_edges, make_grid, make_sampl
 from .distributions import Samples, parse_distribution
 from .dp import _exchange_refine_kernel, segment
 from .errors import FewbitError
-from .refine import ContiguousProblem, interval_moments, levels_of, refine_points
+from .refine import ContiguousProblem, interval_moments, levels_of, refine_or_keep
 from .table import PARTITIONS, Table
 
 DEFAULT_GRID = 1024
@@ -117,7 +117,7 @@ def _contiguous_parametric(grid, k) -> _Candidate:
     cuts = np.unique(segment(grid.core_prefix(), k))          # drop empty runs
     s_grid = _merge_equal_levels(grid, edges[cuts[1:-1]])
     y_grid, e_grid = _segments_error(grid, s_grid)
-    ref = refine_points(ContiguousProblem(grid), s_grid)
+    ref = refine_or_keep(ContiguousProblem(grid), s_grid)
     s_ref = _merge_equal_levels(grid, ref.points)
     y_ref, e_ref = _segments_error(grid, s_ref)
     accepted = e_ref <= e_grid
@@ -126,8 +126,7 @@ def _contiguous_parametric(grid, k) -> _Candidate:
         "grid": int(edges.size - 1),
         "range": [float(edges[0]), float(edges[-1])],
         "quadrature": f"gauss-legendre-{GL_ORDER} per cell",
-        "refinement": {"accepted": bool(accepted), "iterations": ref.iterations,
-                       "residual": ref.residual, "free_points": ref.free, "grid_mse": float(e_grid)},
+        "refinement": ref.metadata(accepted, e_grid),
     }
     s, y, e = (s_ref, y_ref, e_ref) if accepted else (s_grid, y_grid, e_grid)
     return _Candidate("contiguous", s, np.arange(s.size + 1), y, e, solver)
@@ -148,8 +147,7 @@ def _levelset_parametric(grid, k, contiguous: _Candidate | None) -> _Candidate:
         "grid": int(grid.edges.size - 1),
         "range": [float(grid.edges[0]), float(grid.edges[-1])],
         "quadrature": f"gauss-legendre-{GL_ORDER} per cell",
-        "refinement": {"accepted": bool(e1 <= e0), "iterations": ref.iterations,
-                       "residual": ref.residual, "free_points": ref.free, "grid_mse": float(e0)},
+        "refinement": ref.metadata(e1 <= e0, e0),
     }
     best = min([(e1, 0, s1, c1, y1), (e0, 1, s0, c0, y0)], key=lambda c: (c[0], c[1]))
     if contiguous is not None and contiguous.mse < best[0]:   # contiguous tables are level-set tables too

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dp import _exchange_refine_kernel, kmeans_segment
-from .refine import interval_moments, levels_of, refine_points
+from .refine import interval_moments, levels_of, refine_or_keep
 
 EXACT_SAMPLES = 65536     # unique samples up to which the value-space DP runs on every value
 
@@ -60,7 +60,7 @@ class LevelSetProblem:
         """g = t, slope 1, density of V at t: Σ over the roots x of f'(x) = t of w(x)/|f''(x)|."""
         act, dist = self.grid.act, self.grid.dist
         j, x = self.roots(t)
-        h = 1e-6 * np.maximum(1.0, np.abs(x))
+        h = self.grid.step(x)
         fpp = np.abs(act.df(x + h) - act.df(x - h)) / (2 * h)
         crossing = np.abs(act.df(x) - t[j]) <= 1e-9 * self.scale    # not a jump of f' over t
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -95,7 +95,7 @@ def refine_levelset(grid, levels):
     """Newton in value space from `levels`; returns (boundaries, codes, levels, refinement)."""
     problem = LevelSetProblem(grid)
     y = np.unique(levels)
-    ref = refine_points(problem, 0.5 * (y[:-1] + y[1:]))
+    ref = refine_or_keep(problem, 0.5 * (y[:-1] + y[1:]))
     s, codes = problem.partition(ref.points)
     y = levels_of(problem.moments(ref.points))
     codes, used = compact_codes(codes)                         # drop empty level sets
