@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fewbit_design.activations import REGISTRY  # noqa: E402
-from fewbit_design.design import design  # noqa: E402
+from fewbit_design.designer import design  # noqa: E402
 from fewbit_design.table import Table  # noqa: E402
 from fewbit_design.torch import fewbit_activation, packed_nbytes, torch_activation  # noqa: E402
 from fewbit_design.torch.functional import TORCH_FORWARD  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from fewbit_design.design import design  # noqa: E402
+from fewbit_design.designer import design  # noqa: E402
 from fewbit_design.table import Table  # noqa: E402
 from fewbit_design.torch import kernels  # noqa: E402
 from fewbit_design.torch.functional import TORCH_FORWARD, _encode  # noqa: E402

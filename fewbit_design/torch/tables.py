@@ -52,7 +52,7 @@ def load_table(source) -> Table:
 @functools.lru_cache(maxsize=None)
 def _default_table(activation: str, bits: int, params: tuple) -> Table:
     p = dict(params)
-    from ..design import design
+    from ..designer import design
     from ..shipped import shipped_table
 
     table = shipped_table(activation, bits, params=p, distribution=DEFAULT_DISTRIBUTION)
