@@ -13,6 +13,7 @@ For samples the objective is the mean over the samples; cells are the unique val
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,8 +97,8 @@ def make_grid(act, dist, n: int) -> Grid:
 
     Cells are uniform in t = asinh((x - c) / a): with c = 0, a = 1 (the usual case) they are
     uniform near 0 where activations bend and geometric in heavy tails. Where the weight's
-    core lies away from 0, or is narrower than 1, the grid follows the mass: c is the middle
-    of the core and a 1/16 of its width. A weight too narrow for doubles to resolve at its
+    core lies away from 0, or its scale is below 1/2, the grid follows the mass: a is its
+    scale (at most 1/16 of the core's width) and c its location (0 if within 16 a of 0). A weight too narrow for doubles to resolve at its
     location, or with mass beyond ±1e300, is refused.
     """
     lo, hi = dist.quantile_range(CORE_TAIL)
@@ -106,12 +107,14 @@ def make_grid(act, dist, n: int) -> Grid:
     # beyond ±1e300 the weight is below double precision for every family we accept; the
     # bound also keeps sums of two edges finite
     flo, fhi = max(min(flo, lo), -FAR_EDGE), min(max(fhi, hi), FAR_EDGE)
-    if lo <= 0.0 <= hi and hi - lo >= 1.0:
+    straddles = lo <= 0.0 <= hi
+    if straddles and hi - lo >= 1.0 and dist.scale >= 0.5:
         c, a = 0.0, 1.0
         core = np.sinh(np.linspace(np.arcsinh(lo), np.arcsinh(hi), n + 1))
     else:
-        c, a = (0.0 if lo <= 0.0 <= hi else 0.5 * lo + 0.5 * hi), (hi - lo) / 16.0
-        core = c + a * np.sinh(np.linspace(np.arcsinh((lo - c) / a), np.arcsinh((hi - c) / a), n + 1))
+        a = min(dist.scale, (hi - lo) / 16.0)
+        c = 0.0 if abs(dist.loc) <= 16.0 * a else dist.loc
+        core = _x_of(np.linspace(_t_of(lo, c, a), _t_of(hi, c, a), n + 1), c, a)
     core[0], core[-1] = lo, hi
     left = _tail_edges(lo, flo, c, a)
     right = _tail_edges(hi, fhi, c, a)
@@ -145,12 +148,14 @@ def _check_resolvable(dist, lo: float, hi: float, n: int) -> None:
     if not out <= 1e-13:
         raise FewbitError(f"{dist.spec}: {out:.3g} of the weight's mass lies beyond ±{FAR_EDGE:g}, "
                           "outside the range of doubles the designer resolves; scale the inputs down")
-    ulp = float(np.spacing(max(abs(lo), abs(hi))))
-    if not (hi - lo) >= MIN_CELL_ULPS * n * ulp:
-        raise FewbitError(f"{dist.spec}: too narrow for its location: its mass lies within "
-                          f"[{lo!r}, {hi!r}], about {(hi - lo) / ulp:.3g} doubles, and a grid of {n} "
-                          f"cells needs {MIN_CELL_ULPS} doubles per cell; shift the inputs nearer 0 "
-                          "or use a wider weight")
+    # the core, and its middle half, where a heavy-tailed weight has its peak
+    for (a, b), cells in (((lo, hi), n), (dist.quantile_range(0.25), 64)):
+        ulp = float(np.spacing(max(abs(a), abs(b))))
+        if not (b - a) >= MIN_CELL_ULPS * cells * ulp:
+            raise FewbitError(f"{dist.spec}: too narrow for its location: its mass lies within "
+                              f"[{a!r}, {b!r}], about {(b - a) / ulp:.3g} doubles, too few for "
+                              f"{cells} cells of {MIN_CELL_ULPS} doubles; shift the inputs nearer 0 "
+                              "or use a wider weight")
 
 
 def _check_finite_objective(m, edges, act, dist) -> None:
@@ -202,12 +207,33 @@ def _tail_edges(start: float, end: float, c: float = 0.0, a: float = 1.0) -> np.
     """Edges from start outward to end, spaced TAIL_DT in t = asinh((x - c) / a)."""
     if end == start:
         return np.empty(0)
-    ts, te = np.arcsinh((start - c) / a), np.arcsinh((end - c) / a)
-    k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
-    with np.errstate(over="ignore"):
-        e = c + a * np.sinh(np.linspace(ts, te, k + 1)) if (c, a) != (0.0, 1.0) else np.sinh(np.linspace(ts, te, k + 1))
+    if (c, a) == (0.0, 1.0):
+        ts, te = np.arcsinh(start), np.arcsinh(end)
+        k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
+        e = np.sinh(np.linspace(ts, te, k + 1))
+    else:
+        ts, te = _t_of(start, c, a), _t_of(end, c, a)
+        k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
+        e = _x_of(np.linspace(ts, te, k + 1), c, a)
     e[-1] = end
     return e
+
+
+def _t_of(x: float, c: float, a: float) -> float:
+    """asinh((x - c) / a), also where (x - c) / a overflows (there it is log(2|x - c| / a))."""
+    d = x - c
+    if abs(d) <= 1e300 * a:
+        return float(np.arcsinh(d / a))
+    return math.copysign(math.log(2.0) + math.log(abs(d)) - math.log(a), d)
+
+
+def _x_of(t: np.ndarray, c: float, a: float) -> np.ndarray:
+    """c + a·sinh(t), also where sinh(t) overflows and a is small."""
+    big = np.abs(t) > 700.0
+    with np.errstate(over="ignore"):
+        small = c + a * np.sinh(np.where(big, 0.0, t))
+        large = c + np.sign(t) * np.exp(np.abs(t) + math.log(a) - math.log(2.0))
+    return np.where(big, large, small)
 
 
 def _extrema(df, edges: np.ndarray, c: float = 0.0, a: float = 1.0) -> np.ndarray:
