@@ -56,8 +56,11 @@ def convert(file, to_fmt, from_fmt, output):
 @click.option("--against", type=click.Choice([*PARTITIONS, "same"]), default="auto", show_default=True,
               help="Partition of the table to compare with: auto (the best), or 'same' as FILE's.")
 @click.option("--no-redesign", is_flag=True, help="Only validate and recompute the error.")
+@click.option("--trust-activation-code", is_flag=True,
+              help="Allow a custom activation (module:function) named in FILE: this imports that "
+                   "module and runs it. Without it such tables are refused.")
 @handle_errors
-def check(file, against, no_redesign):
+def check(file, against, no_redesign, trust_activation_code):
     """Validate a table FILE, recompute its error and look for a better table.
 
     Exit 0 if the table is valid, its stored error matches the error recomputed by exact
@@ -75,7 +78,9 @@ def check(file, against, no_redesign):
     from .formats import read_table
 
     table = read_table(file)
-    report = check_table(table, against=None if no_redesign else against)
+    report = check_table(table, against=None if no_redesign else against,
+                         base=os.path.dirname(os.path.abspath(file)),
+                         trust_activation_code=trust_activation_code, source=file)
     click.echo(f"{'file':<14}{file}")
     click.echo(report.text)
     if not report.ok:
@@ -170,8 +175,11 @@ def plot_error_cmd(activations, bits, dists, partitions, params, output):
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Figure file: .png, .svg or .pdf.")
+@click.option("--trust-activation-code", is_flag=True,
+              help="Allow a custom activation (module:function) named in FILE: this imports that "
+                   "module and runs it. Without it such tables are refused.")
 @handle_errors
-def plot_table_cmd(file, output):
+def plot_table_cmd(file, output, trust_activation_code):
     """Draw f' and the table's step function q over x, the weight shaded, boundaries marked.
 
     \b
@@ -182,7 +190,8 @@ def plot_table_cmd(file, output):
     from .formats import read_table
     from .plots import plot_table
 
-    plot_table(read_table(file), path=output)
+    plot_table(read_table(file), path=output, base=os.path.dirname(os.path.abspath(file)),
+               trust_activation_code=trust_activation_code, source=file)
     click.echo(f"wrote {output}", err=True)
 
 

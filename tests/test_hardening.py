@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 import warnings
 
 import numpy as np
@@ -244,3 +245,78 @@ def test_every_input_gives_a_table_that_matches_the_oracle_or_a_fewbit_error(nam
             assert "\n" not in str(e) and len(str(e)) < 400
             return
     check_against_oracle(table, dist if isinstance(dist, Samples) else None)
+
+
+# -- table files never run code; validation gaps ------------------------------------------
+
+from click.testing import CliRunner                         # noqa: E402
+
+from fewbit_design import formats                           # noqa: E402
+from fewbit_design.cli import main                          # noqa: E402
+
+
+def _custom_table(tmp_path):
+    """A table naming activation <module>:f, whose module writes a marker when imported."""
+    marker = tmp_path / "imported.marker"
+    module = f"fewbit_marker_{uuid.uuid4().hex}"       # never in sys.modules before
+    (tmp_path / f"{module}.py").write_text(
+        "import pathlib, numpy as np\n"
+        f"pathlib.Path({str(marker)!r}).write_text('imported')\n"
+        "def f(x):\n    return np.tanh(x)\n")
+    t = design("tanh", 2)
+    d = t.to_dict()
+    d["activation"] = {"name": f"{module}:f", "params": {}}
+    path = tmp_path / "custom.json"
+    path.write_bytes(formats._dump_json(d).encode())
+    return path, marker
+
+
+@pytest.mark.parametrize("command", [["check"], ["check", "--no-redesign"], ["plot", "table"]])
+def test_a_table_file_never_imports_its_activation_module(tmp_path, monkeypatch, command):
+    path, marker = _custom_table(tmp_path)
+    monkeypatch.chdir(tmp_path)                # the current folder is where imports look first
+    out = ["-o", str(tmp_path / "f.png")] if command[0] == "plot" else []
+    r = CliRunner().invoke(main, [*command, str(path), *out])
+    assert r.exit_code == 2, r.output
+    assert "--trust-activation-code" in r.output and "Traceback" not in r.output
+    assert not marker.exists()
+    # the flag that names the risk allows it, and then the import does happen
+    r = CliRunner().invoke(main, [*command, str(path), *out, "--trust-activation-code"])
+    assert marker.exists(), r.output
+
+
+def test_check_resolves_samples_beside_the_table_and_checks_their_digest(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "acts.npy", rng.standard_normal(500))
+    monkeypatch.chdir(tmp_path)
+    t = design("gelu", 2, distribution="samples:acts.npy")
+    sub = tmp_path / "elsewhere"
+    sub.mkdir()
+    (tmp_path / "tables").mkdir()
+    formats.write_table(t, tmp_path / "tables" / "g.json")
+    (tmp_path / "tables" / "acts.npy").write_bytes((tmp_path / "acts.npy").read_bytes())
+    monkeypatch.chdir(sub)                     # acts.npy is not here: found beside the table
+    r = CliRunner().invoke(main, ["check", "--no-redesign", str(tmp_path / "tables" / "g.json")])
+    assert r.exit_code == 0, r.output
+    np.save(tmp_path / "tables" / "acts.npy", rng.standard_normal(500))   # other samples
+    r = CliRunner().invoke(main, ["check", "--no-redesign", str(tmp_path / "tables" / "g.json")])
+    assert r.exit_code == 2 and "sha256" in r.output, r.output
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_duplicate_keys_are_refused(fmt):
+    text = formats.dumps(design("relu", 1), fmt).decode()
+    dup = text.replace('"bits": 1,', '"bits": 1,\n  "bits": 2,') if fmt == "json" else \
+        text.replace("bits: 1\n", "bits: 1\nbits: 2\n")
+    assert dup != text
+    with pytest.raises(FewbitError, match=r"t\.%s: field 'bits' is given twice" % fmt):
+        formats.loads(dup.encode(), fmt, source=f"t.{fmt}")
+
+
+def test_an_edited_c_header_is_refused():
+    text = formats.dumps(design("gelu", 2), "h").decode()
+    formats.loads(text.encode(), "h", source="t.h")
+    edited = text.replace("<= x) lo = mid + 1", "< x) lo = mid + 1")
+    assert edited != text
+    with pytest.raises(FewbitError, match="t.h: the header's code"):
+        formats.loads(edited.encode(), "h", source="t.h")
