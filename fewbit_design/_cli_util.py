@@ -10,13 +10,19 @@ import click
 from .errors import FewbitError
 
 
+MAX_MESSAGE = 400
+
+
 class InputError(click.ClickException):
     """Bad input: printed as one line on stderr, exit code 2."""
 
     exit_code = 2
 
     def show(self, file=None):
-        click.echo(f"Error: {self.format_message()}", err=True)
+        msg = " ".join(self.format_message().split())
+        if len(msg) > MAX_MESSAGE:         # a 5000-character name is not echoed back in full
+            msg = msg[:MAX_MESSAGE - 3] + "..."
+        click.echo(f"Error: {msg}", err=True)
 
 
 def handle_errors(fn):

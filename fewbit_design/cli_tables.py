@@ -114,12 +114,17 @@ def sweep(config, output, jobs, force):
       fewbit-design sweep tables/sweep.yaml -o tables
       fewbit-design sweep my.yaml -o out -j 2 --force
     """
-    from .sweep import load_config, run_sweep
+    from .sweep import SweepInterrupted, load_config, run_sweep
 
     cfg = load_config(config)
     out = output or os.path.dirname(os.path.abspath(config))
-    with click.progressbar(length=len(cfg.jobs), label=f"{len(cfg.jobs)} tables", file=sys.stderr) as bar:
-        result = run_sweep(cfg, out, jobs=jobs or os.cpu_count(), force=force, progress=bar.update)
+    try:
+        with click.progressbar(length=len(cfg.jobs), label=f"{len(cfg.jobs)} tables", file=sys.stderr) as bar:
+            result = run_sweep(cfg, out, jobs=jobs or os.cpu_count(), force=force, progress=bar.update)
+    except SweepInterrupted as e:
+        click.echo(f"\ninterrupted: {e.done} of {e.total} tables are done and listed in "
+                   f"{os.path.join(out, 'index.json')}; run the same command again to resume", err=True)
+        sys.exit(130)
     click.echo(f"{len(result.rows)} tables in {out}: {result.designed} designed, {result.skipped} already "
                f"current, {result.converted} converted, in {result.seconds:.1f} s")
     click.echo(f"index: {os.path.join(out, 'index.csv')}")

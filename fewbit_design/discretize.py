@@ -56,7 +56,8 @@ class Grid:
     def step(self, x) -> np.ndarray:
         """Step for central differences at x: 1e-6 of the scale, and at least 256 ulps."""
         x = np.asarray(x, dtype=np.float64)
-        return np.maximum(1e-6 * np.maximum(self.unit, np.abs(x - self.center)), 256 * np.spacing(np.abs(x)))
+        return np.maximum(1e-6 * np.maximum(min(self.unit, 1.0), np.abs(x - self.center)),
+                          256 * np.spacing(np.abs(x)))
 
     @property
     def core_edges(self) -> np.ndarray:
@@ -119,8 +120,11 @@ def make_grid(act, dist, n: int) -> Grid:
     left = _tail_edges(lo, flo, c, a)
     right = _tail_edges(hi, fhi, c, a)
     kinks = [k for k in (*act.kinks, *dist.kinks) if flo < k < fhi]
-    edges = np.unique(np.concatenate([left, core, right, np.asarray(kinks, dtype=np.float64)]))
-    edges = _merge_close(edges, 1e-12 * np.maximum(a, np.abs(edges - c)), keep=np.asarray([lo, hi, *kinks]))
+    near0 = np.empty(0)
+    if (c, a) != (0.0, 1.0):        # where the weight reaches |x| < 1e3, resolve f' as the usual grid does
+        near0 = ACTIVATION_EDGES[(ACTIVATION_EDGES > flo) & (ACTIVATION_EDGES < fhi)]
+    edges = np.unique(np.concatenate([left, core, right, near0, np.asarray(kinks, dtype=np.float64)]))
+    edges = _merge_close(edges, 1e-12 * np.maximum(min(a, 1.0), np.abs(edges - c)), keep=np.asarray([lo, hi, *kinks]))
     # f' is monotone inside every cell: a level f' = t crosses a cell at most once.
     edges = np.union1d(edges, _extrema(act.df, edges, c, a))
     dp_edges = edges[(edges >= lo) & (edges <= hi)]
@@ -174,6 +178,7 @@ def _check_finite_objective(m, edges, act, dist) -> None:
                           "e.g. a larger df)")
 
 
+ACTIVATION_EDGES = np.sinh(np.linspace(-np.arcsinh(1e3), np.arcsinh(1e3), 257))   # f' bends at |x| ~ 1
 SPLIT_TOL = 1e-13     # a cell whose halves change a moment by more than this of its total is split
 SPLIT_ROUNDS = 16
 
@@ -236,7 +241,7 @@ def _x_of(t: np.ndarray, c: float, a: float) -> np.ndarray:
     return np.where(big, large, small)
 
 
-def _extrema(df, edges: np.ndarray, c: float = 0.0, a: float = 1.0) -> np.ndarray:
+def _extrema(df, edges: np.ndarray, c: float = 0.0, unit: float = 1.0) -> np.ndarray:
     """Interior local extrema of f', located by golden-section search."""
     fe = df(edges)
     d = np.sign(np.diff(fe))
@@ -253,7 +258,7 @@ def _extrema(df, edges: np.ndarray, c: float = 0.0, a: float = 1.0) -> np.ndarra
         left = fc_fe[0] > fc_fe[1]
         a, b = np.where(left, a, c), np.where(left, e, b)
     x = 0.5 * (a + b)
-    ok = (x > edges[i - 1]) & (x < edges[i + 1]) & (np.abs(x - edges[i]) > 1e-12 * np.maximum(a, np.abs(x - c)))
+    ok = (x > edges[i - 1]) & (x < edges[i + 1]) & (np.abs(x - edges[i]) > 1e-12 * np.maximum(min(unit, 1.0), np.abs(x - c)))
     return x[ok]
 
 

@@ -92,6 +92,10 @@ def read_table(path: str | os.PathLike, fmt: str | None = None) -> Table:
     path = os.fspath(path)
     fmt = _check_format(fmt) if fmt else format_from_path(path)
     try:
+        size = os.path.getsize(path)
+        if size > MAX_TABLE_BYTES:
+            raise FewbitError(f"{path}: {size / 2**20:.0f} MiB, over the table limit of "
+                              f"{MAX_TABLE_BYTES / 2**20:.0f} MiB")
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as e:
@@ -233,7 +237,18 @@ def _dump_npz(d: dict) -> bytes:
     return buf.getvalue()
 
 
+MAX_TABLE_BYTES = 64 * 2 ** 20     # a table file, and what an NPZ table may inflate to
+
+
 def _load_npz(data: bytes, source: str) -> dict:
+    try:                   # sizes from the zip directory, before anything is inflated
+        with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+            inflated = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        inflated = 0                        # not an archive: np.load says what is wrong
+    if inflated > MAX_TABLE_BYTES:
+        raise FewbitError(f"{source}: the NPZ inflates to {inflated / 2**20:.0f} MiB, over the table "
+                          f"limit of {MAX_TABLE_BYTES / 2**20:.0f} MiB")
     try:
         npz = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
     except Exception as e:   # numpy raises many types on garbage: ValueError, BadZipFile, EOFError, OSError

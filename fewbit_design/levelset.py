@@ -89,7 +89,9 @@ def design_levelset_grid(grid, k):
     dead[live] = False
     for c in np.flatnonzero(dead):
         group[c] = group[c - 1] if c > 0 else group[live[0]]
-    levels = np.diff(P[1, cuts]) / np.diff(P[0, cuts])
+    with np.errstate(invalid="ignore", divide="ignore"):     # a run without weight: level 0
+        levels = np.diff(P[1, cuts]) / np.diff(P[0, cuts])
+    levels = np.where(np.isfinite(levels), levels, 0.0)
     change = np.flatnonzero(group[1:] != group[:-1])
     return grid.edges[change + 1], group[np.concatenate([[0], change + 1])], levels
 
