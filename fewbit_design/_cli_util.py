@@ -25,6 +25,18 @@ class InputError(click.ClickException):
         click.echo(f"Error: {msg}", err=True)
 
 
+def silence_stdout() -> None:
+    """After a closed pipe: send what is still buffered for stdout nowhere (no second error)."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # not a real file (CliRunner): nothing to do
+        pass
+
+
 def handle_errors(fn):
     """Turn FewbitError and OSError (but a closed pipe) into InputError; warnings become one
     line each on stderr."""
@@ -37,8 +49,9 @@ def handle_errors(fn):
                 return fn(*args, **kwargs)
             except FewbitError as e:
                 raise InputError(str(e)) from None
-            except BrokenPipeError:   # `fewbit-design list | head`: click exits 1 quietly
-                raise
+            except BrokenPipeError:   # `fewbit-design list | head -1`: the reader has all it wants
+                silence_stdout()
+                raise SystemExit(0) from None
             except OSError as e:
                 name = f": {e.filename}" if getattr(e, "filename", None) else ""
                 raise InputError(f"{e.strerror or e}{name}") from None

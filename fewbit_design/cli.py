@@ -8,7 +8,7 @@ import sys
 import click
 
 from . import __version__
-from ._cli_util import InputError, handle_errors
+from ._cli_util import InputError, handle_errors, silence_stdout
 
 OUTPUT_FORMATS = ("text", "json", "yaml", "npz", "csv", "h")
 
@@ -38,7 +38,7 @@ class _Main(click.Group):
             click.echo("Aborted!", err=True)
             sys.exit(1)
         except BrokenPipeError:     # `fewbit-design list | head -1`: the reader has all it wants
-            _silence_stdout()
+            silence_stdout()
             sys.exit(0)
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -55,15 +55,6 @@ def main():
       fewbit-design elu --bits 4 --param alpha=0.5 --dist samples:acts.npy
       fewbit-design list
     """
-
-
-def _silence_stdout() -> None:
-    """After a closed pipe: send what is still buffered for stdout nowhere."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):   # not a real file (CliRunner): nothing to do
-        pass
 
 
 def run(argv=None) -> None:

@@ -337,7 +337,7 @@ def _checked(values, source: str) -> np.ndarray:
     return values
 
 
-MAX_SAMPLES_BYTES = 2 ** 30     # 1 GiB of values (134M float64), checked before reading or inflating
+MAX_SAMPLES_BYTES = 2 ** 28     # 256 MiB of values (33M float64), checked before reading or inflating
 _HEADER = re.compile(r"[\"']?[A-Za-z_][\w .\-]*[\"']?")
 
 
@@ -447,6 +447,8 @@ def load_samples(path: str) -> np.ndarray:
     if ext in (".npz", ".pt", ".pth"):
         try:
             _check_zip_members(file)
+        except FewbitError:
+            raise
         except (zipfile.BadZipFile, OSError, EOFError, ValueError):
             pass                          # not a readable archive: the reader says what is wrong
     readers = {".npy": lambda: _read_npy(file), ".npz": lambda: _read_npz(file, key),

@@ -88,8 +88,9 @@ def oracle_error(table: Table):
 
     def integrand(u, x_of, q):
         x = float(np.clip(x_of(u), -1e300, 1e300))
-        d = float(act.df(np.array([x]))[0])
-        return d * d if q is None else (d - q) ** 2
+        with np.errstate(over="ignore"):
+            d = act.df(np.array([x]))[0]
+            return float(d * d if q is None else (d - q) ** 2)
 
     if table.distribution == "student-t":
         return _t_oracle(act, table, ends, table.dist_params)
@@ -120,15 +121,16 @@ def _t_oracle(act, table, ends, p):
     def g(z, q):
         with np.errstate(over="ignore"):
             x = float(np.clip(loc + scale * z, -1e300, 1e300))
-        d = float(act.df(np.array([x]))[0])
-        return d * d if q is None else (d - q) ** 2
+            d = act.df(np.array([x]))[0]
+            return float(d * d if q is None else (d - q) ** 2)
 
     def inner(z, q):
         return pdf(z) * g(z, q)
 
     def outer(s, sign, q):
         z = sign * math.exp(s)
-        return pdf(z) * g(z, q) * math.exp(s)
+        w = pdf(z) * math.exp(s)
+        return 0.0 if w == 0.0 else w * g(z, q)
 
     mse = denom = 0.0
     for a, b in zip(ends[:-1], ends[1:]):
@@ -320,3 +322,87 @@ def test_an_edited_c_header_is_refused():
     assert edited != text
     with pytest.raises(FewbitError, match="t.h: the header's code"):
         formats.loads(edited.encode(), "h", source="t.h")
+
+
+# -- bounded resources; small CLI edges ---------------------------------------------------
+
+def _bomb(path, member):
+    import zipfile
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(member, b"\0" * (400 * 2 ** 20))           # 400 MB inflated, ~400 KB on disk
+
+
+@pytest.mark.parametrize("kind", ["table", "samples"])
+def test_zip_bombs_are_refused_before_inflating(tmp_path, kind):
+    import tracemalloc
+    path = tmp_path / "bomb.npz"
+    _bomb(path, "meta.npy" if kind == "table" else "x.npy")
+    assert path.stat().st_size < 2 ** 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(FewbitError, match=r"inflates to 400 MiB, over the (table|samples) limit of \d+ MiB"):
+            if kind == "table":
+                formats.read_table(path)
+            else:
+                design("gelu", 2, distribution=f"samples:{path}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2 ** 20, peak                           # nothing was inflated
+
+
+def test_small_cli_edges(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["gelu", "-b", "2", "-o", str(tmp_path / "nope" / "x.json")])
+    assert r.exit_code == 2 and f"no such folder: {tmp_path / 'nope'}" in r.output and ".tmp" not in r.output
+    r = runner.invoke(main, ["gelu", "-b", "2", "-o", str(tmp_path / "x.json"), "-f", "yaml"])
+    assert r.exit_code == 0 and "writing yaml although the extension says json" in r.output
+    r = runner.invoke(main, ["a" * 5000, "-b", "2"])
+    assert r.exit_code == 2 and len(r.output) < 450
+    # the weight printed in the text output pastes back as --dist, exactly
+    np.save(tmp_path / "acts.npy", np.random.default_rng(1).standard_normal(100))
+    for spec in ["normal:0.1234567890123,2.5", f"samples:{tmp_path / 'acts.npy'}"]:
+        r = runner.invoke(main, ["gelu", "-b", "2", "--dist", spec])
+        printed = r.output.splitlines()[0].split("for inputs ~ ")[1]
+        again = runner.invoke(main, ["gelu", "-b", "2", "--dist", printed])
+        assert printed == spec.replace("normal", "normal") and again.output == r.output
+
+
+def test_long_designs_say_they_are_running(monkeypatch):
+    from fewbit_design import cli
+    monkeypatch.setattr(cli._Heartbeat, "__init__",
+                        lambda self, what, first=0.01, every=0.01, _i=cli._Heartbeat.__init__: _i(self, what, first, every))
+    r = CliRunner().invoke(main, ["gelu", "-b", "6"])
+    assert r.exit_code == 0 and "designing gelu at 6 bits:" in r.output
+
+
+def test_closed_pipe_exits_0():
+    import subprocess
+    import sys
+    res = subprocess.run(f"'{sys.executable}' -m fewbit_design list | head -1; exit ${{PIPESTATUS[0]}}",
+                         shell=True, capture_output=True, text=True, executable="/bin/bash")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+
+
+def test_refinement_that_cannot_proceed_keeps_the_dp_result_and_says_so(monkeypatch):
+    from fewbit_design import refine
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(refine, "refine_points", broken)
+    t = design("tanh", 3, partition="contiguous")
+    ref = t.solver["refinement"]
+    assert ref["note"].startswith("not refined: ZeroDivisionError") and ref["iterations"] == 0
+    check_against_oracle(t, None)
+
+
+@pytest.mark.parametrize("name, bits, spec", [("tanh", 8, "t:3"), ("gelu", 2, "normal:0,1e200"),
+                                              ("relu", 1, "normal:1e18,1")])
+def test_the_issue_examples(name, bits, spec):
+    try:
+        t = design(name, bits, distribution=spec)
+    except FewbitError as e:
+        assert spec == "normal:1e18,1" and "too narrow for its location" in str(e)
+        return
+    check_against_oracle(t, None)
