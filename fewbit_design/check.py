@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .designer import design, distribution_of, evaluate, refuse_custom_code
+from .designer import design, evaluate, rebuild, refuse_custom_code
 from .table import Table
 
 
@@ -50,7 +50,7 @@ def check_table(table, *, against: str | None = "auto", base: str | None = None,
     """
     if not trust_activation_code:
         refuse_custom_code(table, source)
-    dist = distribution_of(table, base=base)
+    _, dist = rebuild(table, base=base, source=source)
     mse, rel = evaluate(table, dist=dist)
     total = mse / rel if rel > 0 else (table.mse / table.relative_error if table.relative_error > 0 else 1.0)
     floor = 1e-15 * total                       # below this an mse is round-off

@@ -75,6 +75,11 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
     if other is not None:
         solver["alternatives"] = {other.partition: other.mse / denom if denom > 0 else 0.0}
     solver.update(version=__version__, seconds=round(time.perf_counter() - t0, 6))
+    with np.errstate(over="ignore"):
+        if np.isinf(np.asarray(best.levels, dtype=np.float32)).any():
+            raise FewbitError(f"{act.name} under {dist.spec}: the best levels reach "
+                              f"{np.max(np.abs(best.levels)):.3g}, beyond float32, which the runtime "
+                              "applies them in; scale the inputs down")
     return Table(activation=act.name, params=dict(act.params), bits=bits,
                  distribution=dist.name, dist_params=dict(dist.params), partition=best.partition,
                  boundaries=best.boundaries, codes=best.codes, levels=best.levels,
@@ -99,6 +104,19 @@ def refuse_custom_code(table: Table, source: str = "table") -> None:
         raise FewbitError(f"{source}: activation {table.activation[:80]!r} is custom code: using it "
                           f"would import module {module[:60]!r} and run it; a table file never runs "
                           "code unless you pass --trust-activation-code")
+
+
+def rebuild(table: Table, *, base: str | None = None, source: str = "table"):
+    """(Activation, Distribution or Samples) a table names; errors name `source` and the field."""
+    try:
+        act = get_activation(table.activation, table.params)
+    except FewbitError as e:
+        raise FewbitError(f"{source}: field 'activation': {e}") from None
+    try:
+        dist = distribution_of(table, base=base)
+    except FewbitError as e:
+        raise FewbitError(f"{source}: field 'distribution': {e}") from None
+    return act, dist
 
 
 def distribution_of(table: Table, *, base: str | None = None):

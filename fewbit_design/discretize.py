@@ -373,12 +373,20 @@ class SampleCells:
     def split_points(self) -> np.ndarray:
         """(N-1,) midpoints between consecutive unique values: the candidate boundaries."""
         v = self.values
-        return v[:-1] + 0.5 * (v[1:] - v[:-1])
+        with np.errstate(over="ignore"):
+            gap = v[1:] - v[:-1]            # overflows only between values of opposite sign near ±max
+        return np.where(np.isfinite(gap), v[:-1] + 0.5 * gap, 0.5 * v[:-1] + 0.5 * v[1:])
 
 
 def make_sample_cells(act, values: np.ndarray) -> SampleCells:
     u, counts = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
-    return SampleCells(values=u, weight=counts / counts.sum(), d=act.df(u))
+    d = act.df(u)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(d * d)
+    if bad.any():
+        raise FewbitError(f"{act.name}: f'(x)² overflows at the sample x = {u[bad][0]:.6g}: "
+                          "the objective is infinite; scale the inputs down")
+    return SampleCells(values=u, weight=counts / counts.sum(), d=d)
 
 
 def bin_edges(n_values: int, n_bins: int) -> np.ndarray:

@@ -126,14 +126,12 @@ def plot_table(table, *, path: str, base: str | None = None, trust_activation_co
 
     A custom activation (module:function) is refused unless `trust_activation_code`; a
     relative samples path is taken relative to `base` (see check_table)."""
-    from .activations import get_activation
-    from .designer import distribution_of, refuse_custom_code
+    from .designer import rebuild, refuse_custom_code
 
     _figure_format(path)
     if not trust_activation_code:
         refuse_custom_code(table, source)
-    act = get_activation(table.activation, table.params)
-    dist = distribution_of(table, base=base)
+    act, dist = rebuild(table, base=base, source=source)
     lo, hi = _x_range(table, dist)
     inner = table.boundaries[(table.boundaries > lo) & (table.boundaries < hi)]
     x = np.union1d(np.linspace(lo, hi, 2000), inner)
