@@ -1,10 +1,11 @@
-"""Tables for the runtime: default tables, table files, matching checks, device constants."""
+"""Runtime step, its tables (Table -> runtime): default tables, table files, matching checks,
+device constants, and the runtime's one cache of device tensors."""
 
 from __future__ import annotations
 
 import functools
-import json
 import os
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -12,10 +13,11 @@ import torch
 
 from ..activations import get_activation
 from ..errors import FewbitError
-from ..table import Table
+from ..formats import read_table
+from ..table import Table, check_bits
 
-__all__ = ["default_table", "load_table", "resolve_table", "check_table", "table_constants",
-           "DEFAULT_BITS", "DEFAULT_DISTRIBUTION"]
+__all__ = ["default_table", "load_table", "resolve_table", "check_table", "table_constants", "cached",
+           "clear_cache", "DEFAULT_BITS", "DEFAULT_DISTRIBUTION"]
 
 DEFAULT_BITS = 3
 DEFAULT_DISTRIBUTION = "normal:0,1"
@@ -27,26 +29,12 @@ def canonical_params(activation: str, params: dict | None = None) -> dict:
 
 
 def load_table(source) -> Table:
-    """A Table from a Table (returned as is) or a path to a table file.
-
-    Uses ``fewbit_design.formats.read_table`` when present (every format it knows),
-    else reads the canonical JSON form.
-    """
+    """A Table from a Table (returned as is) or a path to a table file (any format read_table knows)."""
     if isinstance(source, Table):
         return source
     if not isinstance(source, (str, os.PathLike)):
         raise FewbitError(f"table must be a Table or a path to a table file, got {type(source).__name__}")
-    path = os.fspath(source)
-    try:
-        from ..formats import read_table
-    except ImportError:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError) as e:
-            raise FewbitError(f"{path}: cannot read table ({e})") from None
-        return Table.from_dict(data, source=path)
-    return read_table(path)
+    return read_table(os.fspath(source))
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,10 +66,9 @@ def default_table(activation: str, bits: int = DEFAULT_BITS, params: dict | None
     Table
         For the standard normal input distribution; cached in-process.
     """
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise FewbitError(f"bits must be an integer in 1..8, got {bits!r}")
+    bits = check_bits(bits)
     p = canonical_params(activation, params)
-    return _default_table(get_activation(activation).name, int(bits), tuple(sorted(p.items())))
+    return _default_table(get_activation(activation).name, bits, tuple(sorted(p.items())))
 
 
 def check_table(table: Table, activation: str, params: dict | None = None) -> None:
@@ -135,27 +122,42 @@ class TableConstants:
         self.levels = torch.from_numpy(table.levels.astype(np.float32)).to(device)
 
 
-class _PerTable:
-    def __init__(self, table: Table):
-        self.table = table  # keeps id(table) valid while cached
-        self.devices: dict = {}
-
-
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 512
-
-
 def table_constants(table: Table, device) -> TableConstants:
-    """The cached TableConstants of `table` on `device` (LRU over tables)."""
+    """The cached TableConstants of `table` on `device`."""
     device = torch.device(device)
-    entry = _CACHE.get(id(table))
-    if entry is None or entry.table is not table:
-        entry = _CACHE[id(table)] = _PerTable(table)
-        while len(_CACHE) > _CACHE_SIZE:
+    return cached(("constants", device), (table,), lambda: TableConstants(table, device))
+
+
+# -- the runtime's one cache ------------------------------------------------------------
+
+CACHE_SIZE = 512   # entries: TableConstants (a few small tensors), code tables 64 KiB, prefix tables 128 KiB
+_CACHE: OrderedDict = OrderedDict()
+
+
+def cached(what: tuple, owners: tuple, build):
+    """build(), once per `what` and per state of `owners` (Tables or tensors); least recently
+    used entries go first.
+
+    A Table is keyed by its id, a tensor by address, size and version (an in-place change
+    rebuilds). Each owner is also held by weak reference (a tensor by its storage), which tells
+    a live owner from a freed one whose id or address was handed out again. Modules pass a fresh
+    dtype view of a buffer on every call; it shares the buffer's storage object (torch keeps one
+    per storage), so it hits.
+    """
+    key = what + tuple((o.data_ptr(), o.numel(), o._version) if isinstance(o, torch.Tensor) else (id(o),)
+                       for o in owners)
+    referents = tuple(o.untyped_storage() if isinstance(o, torch.Tensor) else o for o in owners)
+    hit = _CACHE.get(key)
+    if hit is None or any(ref() is not r for ref, r in zip(hit[0], referents)):
+        hit = _CACHE[key] = (tuple(weakref.ref(r) for r in referents), build())
+        while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     else:
-        _CACHE.move_to_end(id(table))
-    consts = entry.devices.get(device)
-    if consts is None:
-        consts = entry.devices[device] = TableConstants(table, device)
-    return consts
+        _CACHE.move_to_end(key)
+    return hit[1]
+
+
+def clear_cache() -> None:
+    """Drop every cached device tensor (table constants, code and prefix tables); they are
+    rebuilt on next use. For tests, or to free device memory after many tables."""
+    _CACHE.clear()
