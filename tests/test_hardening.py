@@ -406,3 +406,13 @@ def test_the_issue_examples(name, bits, spec):
         assert spec == "normal:1e18,1" and "too narrow for its location" in str(e)
         return
     check_against_oracle(t, None)
+
+
+def test_a_csv_first_line_is_skipped_only_when_it_reads_as_a_header(tmp_path):
+    from fewbit_design.distributions import load_samples
+    (tmp_path / "h.csv").write_text("activation\n1.0\n2.0\n")
+    assert load_samples(str(tmp_path / "h.csv")).tolist() == [1.0, 2.0]
+    for bad in ["1.0.0\n1.0\n2.0\n", "12,5\n1.0\n2.0\n", "--\n1.0\n2.0\n"]:
+        (tmp_path / "b.csv").write_text(bad)
+        with pytest.raises(FewbitError, match="line 1 is not a number"):
+            load_samples(str(tmp_path / "b.csv"))
