@@ -172,7 +172,11 @@ def _check_finite_objective(m, edges, act, dist) -> None:
     lo, hi = dist.quantile_range(1e-150)
     far = (edges[1:] <= lo) | (edges[:-1] >= hi)
     total = m[2].sum()
-    if not np.isfinite(total) or (total > 0 and m[2, far].sum() > 1e-9 * total):
+    if not np.isfinite(total):
+        raise FewbitError(f"the objective ∫ w f'² for {act.name} under {dist.spec} overflows the double "
+                          "range: f' is too large where the weight has mass (scale the inputs down, or "
+                          "use lighter tails)")
+    if total > 0 and m[2, far].sum() > 1e-9 * total:
         raise FewbitError(f"the objective ∫ w f'² is infinite for {act.name} under {dist.spec}: "
                           "f' grows faster than the weight's tails decay (use lighter tails, "
                           "e.g. a larger df)")
