@@ -218,6 +218,40 @@ def format_text(table) -> str:
     return "\n".join(lines) + "\n"
 
 
+@main.command("calibrate")
+@click.argument("acts", type=click.Path(dir_okay=False))
+@click.option("-a", "--activation", required=True, help="The layers' activation (registry name).")
+@click.option("-b", "--bits", type=int, default=3, show_default=True, help="Code width of every table, 1..8.")
+@click.option("--budget-bits", type=float, default=None,
+              help="Average bits per element in [1, 8]: choose bits per layer (exact DP) instead of --bits.")
+@click.option("-w", "--weights", "weights", type=click.Path(dir_okay=False), default=None,
+              help=".npz with the same layer names: one weight per input (e.g. g², the output gradient squared).")
+@click.option("-p", "--param", "params", multiple=True, metavar="K=V",
+              help="Activation parameter, e.g. --param alpha=0.2 (repeatable).")
+@click.option("--partition", type=click.Choice(PARTITION_CHOICES), default="auto",
+              show_default=True, help="Table form per layer; auto: the better of the two.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the bundle (JSON, for convert(model, tables=...)) here, atomically.")
+@handle_errors
+def calibrate_cmd(acts, activation, bits, budget_bits, weights, params, partition, output):
+    """Design one table per layer from saved activation inputs (ACTS: .npz, one array per layer).
+
+    \b
+    Examples:
+      fewbit-design calibrate acts.npz --activation gelu --bits 3 -o bundle.json
+      fewbit-design calibrate acts.npz -a gelu --budget-bits 2.5 -w g2.npz -o bundle.json
+    """
+    from .activations import parse_params
+    from .calibration import calibrate_file
+
+    cal = calibrate_file(acts, activation, bits, params=parse_params(params), weights_path=weights,
+                         budget_bits=budget_bits, partition=partition)
+    click.echo(repr(cal))
+    if output:
+        cal.save(output)
+        click.echo(f"wrote {output} ({len(cal)} tables, average {cal.average_bits:.4g} bits)", err=True)
+
+
 @main.command("list")
 @handle_errors
 def list_cmd():

@@ -88,7 +88,7 @@ def contiguous_samples_candidate(act, dist, cells: SampleCells, k: int, n: int) 
         method = "dp over sample bins + exact exchange refinement"
     cuts = np.unique(cuts)
     s = cells.split_points()[cuts[1:-1] - 1]
-    levels, mse = sample_levels_error(act, dist.values, s, np.arange(s.size + 1))
+    levels, mse = sample_levels_error(cells, s, np.arange(s.size + 1))
     solver = {"method": method, "unique_samples": int(N),
               "range": [float(cells.values[0]), float(cells.values[-1])],
               "refinement": {"sweeps": sweeps}}

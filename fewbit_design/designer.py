@@ -9,7 +9,7 @@ import numpy as np
 from ._version import __version__
 from .activations import get_activation
 from .contiguous import contiguous_candidate, contiguous_samples_candidate
-from .discretize import make_grid, make_sample_cells, pieces_error
+from .discretize import make_grid, make_sample_cells, pieces_error, samples_error
 from .distributions import Samples, parse_distribution
 from .errors import FewbitError
 from .levelset import levelset_candidate, levelset_samples_candidate
@@ -53,7 +53,7 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
         raise FewbitError(f"grid {n} at {bits} bits needs {k * n * n / 2:.1e} DP steps (minutes); "
                           f"use --grid {top} or less, or --partition levelset")
     if isinstance(dist, Samples):
-        cells = make_sample_cells(act, dist.values)
+        cells = make_sample_cells(act, dist.values, dist.weights)
         denom = float(cells.total[2])
         cont = contiguous_samples_candidate(act, dist, cells, k, n) if partition != "levelset" else None
         ls = levelset_samples_candidate(act, dist, cells, k, n) if partition != "contiguous" else None
@@ -145,9 +145,7 @@ def distribution_of(table: Table, *, base: str | None = None):
 def _quadrature_error(act, dist, table, grid):
     q = table.levels[table.codes]
     if isinstance(dist, Samples):
-        d = act.df(dist.values)
-        r = d - q[np.searchsorted(table.boundaries, dist.values, side="right")]
-        mse, denom = float(np.mean(r * r)), float(np.mean(d * d))
+        mse, denom = samples_error(act, dist, table.boundaries, q)
     else:
         g = make_grid(act, dist, DEFAULT_GRID if grid is None else grid)
         mse = pieces_error(act, dist, g.edges, table.boundaries, q)

@@ -7,8 +7,9 @@ folded into the two outer core cells, so the objective covers the whole real lin
 `Grid.interval_moments(a, b)` integrates over any interval exactly (prefixes + partial cells),
 which is what continuous refinement and `evaluate` use.
 
-For samples the objective is the mean over the samples; cells are the unique values
-(or, when there are too many, bins of them) and every integral is an exact sum.
+For samples the objective is the mean over the samples, weighted when they carry weights; cells
+are the unique values with the weights of equal values summed (or, when there are too many,
+bins of them) and every integral is an exact sum.
 """
 
 from __future__ import annotations
@@ -336,16 +337,26 @@ def pieces_error(act, dist, edges, s, q_by_interval):
     return float(np.sum(dist.pdf(x) * r * r * (half[:, None] * _GL_W)))
 
 
-def sample_levels_error(act, values, s, codes):
-    """Levels (mean f' over each code's samples) and the exact mean squared error."""
-    d = act.df(values)
-    c = codes[np.searchsorted(s, values, side="right")]
+def sample_levels_error(cells, s, codes):
+    """Levels (weighted mean f' over each code's values) and the exact weighted mean squared error."""
+    c = codes[np.searchsorted(s, cells.values, side="right")]
     m = int(codes.max()) + 1
-    cnt = np.bincount(c, minlength=m).astype(np.float64)
-    y = np.bincount(c, weights=d, minlength=m) / np.maximum(cnt, 1)
+    w, d = cells.weight, cells.d
+    sw = np.bincount(c, weights=w, minlength=m)
+    y = np.bincount(c, weights=w * d, minlength=m) / np.where(sw > 0, sw, 1.0)
     r = d - y[c]
-    return y, float(np.mean(r * r))
+    return y, float(np.sum(w * r * r) / np.sum(w))
 
+
+def samples_error(act, samples, boundaries, q_by_interval) -> tuple[float, float]:
+    """(Σ w (f' - q)², Σ w f'²) / Σ w over the values of `samples` (w = 1 without weights)."""
+    x, w = samples.values, samples.weights
+    d = act.df(x)
+    r = d - q_by_interval[np.searchsorted(boundaries, x, side="right")]
+    if w is None:
+        return float(np.mean(r * r)), float(np.mean(d * d))
+    total = float(np.sum(w))
+    return float(np.sum(w * r * r)) / total, float(np.sum(w * d * d)) / total
 
 
 # -- samples ----------------------------------------------------------------------------
@@ -354,7 +365,7 @@ def sample_levels_error(act, values, s, codes):
 class SampleCells:
     """Unique sample values with their weights; f' evaluated once per unique value.
 
-    values : (N,) ascending unique sample values. weight : (N,) count / total.
+    values : (N,) ascending unique sample values. weight : (N,) count (or summed weight) / total.
     d : (N,) f'(values). A boundary between values[i-1] and values[i] sits at their midpoint.
     """
 
@@ -382,15 +393,18 @@ class SampleCells:
         return np.where(np.isfinite(gap), v[:-1] + 0.5 * gap, 0.5 * v[:-1] + 0.5 * v[1:])
 
 
-def make_sample_cells(act, values: np.ndarray) -> SampleCells:
-    u, counts = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
+def make_sample_cells(act, values: np.ndarray, weights: np.ndarray | None = None) -> SampleCells:
+    """Cells at the unique values; a value's weight is its count (or its weights summed)."""
+    u, inverse, counts = np.unique(np.asarray(values, dtype=np.float64), return_inverse=True,
+                                   return_counts=True)
+    w = counts.astype(np.float64) if weights is None else np.bincount(inverse, weights, u.size)
     d = act.df(u)
     with np.errstate(over="ignore", invalid="ignore"):
         bad = ~np.isfinite(d * d)
     if bad.any():
         raise FewbitError(f"{act.name}: f'(x)² overflows at the sample x = {u[bad][0]:.6g}: "
                           "the objective is infinite; scale the inputs down")
-    return SampleCells(values=u, weight=counts / counts.sum(), d=d)
+    return SampleCells(values=u, weight=w / w.sum(), d=d)
 
 
 def bin_edges(n_values: int, n_bins: int) -> np.ndarray:

@@ -212,7 +212,7 @@ def levelset_samples_candidate(act, dist, cells: SampleCells, k: int, n: int) ->
     change = np.flatnonzero(code[1:] != code[:-1])
     s = cells.split_points()[change]
     codes, _ = compact_codes(code[np.concatenate([[0], change + 1])])
-    levels, mse = sample_levels_error(act, dist.values, s, codes)
+    levels, mse = sample_levels_error(cells, s, codes)
     solver = {"method": "exact-monge-dp over unique sample derivatives" if sweeps == 0 else
               "monge-dp over value bins + exact exchange refinement",
               "unique_samples": int(cells.values.size),

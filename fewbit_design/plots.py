@@ -140,7 +140,7 @@ def plot_table(table, *, path: str, base: str | None = None, trust_activation_co
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     wax = ax.twinx()
     if hasattr(dist, "values"):
-        wax.hist(dist.values, bins=100, range=(lo, hi), density=True, color="0.85", zorder=0)
+        wax.hist(dist.values, bins=100, range=(lo, hi), weights=dist.weights, density=True, color="0.85", zorder=0)
     else:
         w = dist.pdf(x)
         wax.fill_between(x, w, color="0.88", lw=0, zorder=0)

@@ -5,8 +5,10 @@ Activations whose forward is exact and whose backward keeps only a b-bit code pe
     from fewbit_design.torch import GELU, convert
     mlp = nn.Sequential(nn.Linear(64, 256), GELU(bits=3), nn.Linear(256, 64))
     convert(model, bits=3)        # swap a model's activations in place; unconvert(model) undoes it
+    convert(model, tables=calibrate(model, batches))   # a table per module, from its real inputs
 """
 
+from .calibrate import calibrate
 from .convert import activation_of, convert, unconvert
 from .functional import FewbitFunction, fewbit_activation
 from .modules import (CELU, ELU, GELU, SELU, FewbitActivation, Hardsigmoid, Hardswish, Hardtanh,
@@ -26,6 +28,8 @@ __all__ = [
     "Softsign", "LogSigmoid", "Tanhshrink", "QuickGELU", "SquaredReLU",
     # model conversion
     "convert", "unconvert", "activation_of",
+    # calibration
+    "calibrate",
     # tables
     "default_table", "load_table", "check_table", "clear_cache",
     # fused kernel settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from torch import nn
@@ -10,7 +11,7 @@ from ..errors import FewbitError
 from .modules import FewbitActivation, canonical_name, make_module
 from .tables import load_table
 
-__all__ = ["convert", "unconvert", "activation_of"]
+__all__ = ["convert", "unconvert", "activation_of", "convertible"]
 
 # exact torch.nn type -> (registry name, params) of an instance
 _TORCH_TYPES: dict[type, Callable] = {
@@ -90,7 +91,47 @@ def _children(model: nn.Module, prefix: str = ""):
             yield from _children(child, qualified + ".")
 
 
-def convert(model: nn.Module, bits: int = 3, tables: dict | None = None, include=None, exclude=None,
+def convertible(model: nn.Module, include=None, exclude=None, extra: dict | None = None) -> list:
+    """The modules `convert` would replace: (qualified name, module, (registry name, params)),
+    each module once, under the first name it is found at (a shared module is one entry)."""
+    out, seen = [], set()
+    for _, _, qualified, child in _children(model):
+        spec = activation_of(child, extra)
+        if spec is None or (include and not include(child, qualified)) or (exclude and exclude(child, qualified)):
+            continue
+        if id(child) not in seen:
+            seen.add(id(child))
+            out.append((qualified, child, spec))
+    return out
+
+
+def _bundle_tables(model, bundle, include, exclude, extra) -> dict:
+    """id(module) -> table from a calibration bundle, refused unless it matches the model exactly."""
+    from ..calibration import Calibration
+    from .tables import check_table
+
+    if not isinstance(bundle, Calibration):
+        bundle = Calibration.load(bundle)
+    found = {q: (m, spec) for q, m, spec in convertible(model, include, exclude, extra)}
+    problems = []
+    unknown = [n for n in bundle if n not in found]
+    if unknown:
+        problems.append(f"not activations of the model: {', '.join(unknown)}")
+    uncovered = [q for q in found if q not in bundle]
+    if uncovered:
+        problems.append(f"no table for: {', '.join(uncovered)}")
+    for q in bundle:
+        if q in found:
+            try:
+                check_table(bundle[q], *found[q][1])
+            except FewbitError as e:
+                problems.append(f"{q}: {e}")
+    if problems:
+        raise FewbitError("calibration bundle does not match the model; " + "; ".join(problems))
+    return {id(m): bundle[q] for q, (m, _) in found.items()}
+
+
+def convert(model: nn.Module, bits: int = 3, tables=None, include=None, exclude=None,
             extra: dict | None = None) -> list:
     """Replace the activation modules inside `model` by few-bit ones, in place.
 
@@ -104,6 +145,10 @@ def convert(model: nn.Module, bits: int = 3, tables: dict | None = None, include
         Activation name -> Table or table file path; the table's own bits are used.
         A table made for another activation, or for other parameter values than a
         module's, is refused (FewbitError) before anything is replaced.
+        Or a calibration bundle (`fewbit_design.calibration.Calibration`, or the path of
+        one saved by `Calibration.save`): module name -> table; it must name exactly the
+        modules to convert (after include/exclude), each with a table for its activation,
+        else it is refused with the names listed.
     include, exclude : callable, optional
         Filters ``(module, qualified_name) -> bool``: convert a module only if `include`
         says True (default all) and `exclude` does not.
@@ -118,6 +163,11 @@ def convert(model: nn.Module, bits: int = 3, tables: dict | None = None, include
         GELUActivation, NewGELUActivation, GELUTanh, FastGELUActivation, QuickGELUActivation,
         SiLUActivation, MishActivation, ReLUSquaredActivation (by class name).
     """
+    from ..calibration import Calibration
+
+    per_module = None
+    if isinstance(tables, (Calibration, str, os.PathLike)):
+        per_module, tables = _bundle_tables(model, tables, include, exclude, extra), None
     known = _load_tables(tables)
     plan, made = [], {}
     for parent, key, qualified, child in _children(model):
@@ -126,7 +176,7 @@ def convert(model: nn.Module, bits: int = 3, tables: dict | None = None, include
             continue
         if id(child) not in made:  # a module shared by several parents stays shared
             name, params = spec
-            table = known.get(canonical_name(name))
+            table = known.get(canonical_name(name)) if per_module is None else per_module[id(child)]
             try:
                 new = make_module(name, params, bits=None if table else bits, table=table)
             except FewbitError as e:
