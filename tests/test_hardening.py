@@ -169,8 +169,9 @@ def check_against_oracle(table: Table, dist):
     rtol = 1e-6
     if isinstance(dist, Samples):
         d = act.df(dist.values)
-        mse_o = float(np.mean((d - table.q(dist.values)) ** 2))
-        den_o = float(np.mean(d * d))
+        w = np.ones_like(d) if getattr(dist, "weights", None) is None else dist.weights
+        mse_o = float(np.sum(w * (d - table.q(dist.values)) ** 2) / np.sum(w))
+        den_o = float(np.sum(w * d * d) / np.sum(w))
         floor = 1e-12 * float(np.max(d * d))
     else:
         with warnings.catch_warnings():
@@ -208,7 +209,7 @@ def parametric(draw):
 
 @st.composite
 def samples(draw):
-    kind = draw(st.sampled_from(["constant", "two", "far", "random", "tiny"]))
+    kind = draw(st.sampled_from(["constant", "two", "far", "random", "tiny", "weighted"]))
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
     n = draw(st.integers(1, 300))
     loc, scale = draw(locations), draw(scales)
@@ -223,10 +224,11 @@ def samples(draw):
     else:
         with np.errstate(over="ignore"):
             v = loc + scale * rng.standard_normal(n)
+    weights = rng.exponential(size=v.size) ** 4 if kind == "weighted" else None   # wide-ranging
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return samples_from_array(v, source="hypothesis")
+            return samples_from_array(v, weights=weights, source="hypothesis")
         except FewbitError:
             return None        # refused as a file would be: constant, no finite values
 
