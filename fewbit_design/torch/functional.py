@@ -23,6 +23,11 @@ from . import kernels
 from .packing import pack_codes, unpack_codes
 from .tables import canonical_params, table_constants
 
+try:
+    from . import cpu     # numba kernels for CPU tensors
+except ImportError:       # numba unusable: the torch path serves CPU tensors too
+    cpu = None
+
 __all__ = ["fewbit_activation", "torch_activation", "TORCH_FORWARD"]
 
 _QUICK_GELU_K = 1.702
@@ -110,7 +115,10 @@ class FewbitFunction(torch.autograd.Function):
                 y = TORCH_FORWARD[name](x, **params)
         else:
             y = TORCH_FORWARD[name](x, **params)
-            packed = pack_codes(_encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
+            if cpu is not None and cpu.serves(x):
+                packed = cpu.encode(x, bounds32, code_map, bits)      # same bytes, one numba pass
+            else:
+                packed = pack_codes(_encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
         ctx.save_for_backward(packed)
         ctx.levels = levels  # a constant shared by every call (module buffer / per-device cache)
         ctx.bits, ctx.shape, ctx.dtype = bits, x.shape, x.dtype
@@ -122,6 +130,9 @@ class FewbitFunction(torch.autograd.Function):
         if _use_kernels(grad_y) and ctx.dtype != torch.float64:   # same bytes on either path
             grad_x = kernels.fused_backward(packed, grad_y, ctx.levels, ctx.bits, dtype=ctx.dtype)
             return grad_x, None, None, None, None, None, None, None
+        if (cpu is not None and cpu.serves(grad_y) and grad_y.dtype == ctx.dtype
+                and packed.device.type == "cpu" and not torch.is_grad_enabled()):   # no double backward
+            return cpu.decode(packed, grad_y, ctx.levels, ctx.bits), None, None, None, None, None, None, None
         n = grad_y.numel()
         codes = unpack_codes(packed, ctx.bits, n)                      # (n,) uint8
         scale = ctx.levels.index_select(0, codes.int()).view(ctx.shape)  # float32, x's shape
