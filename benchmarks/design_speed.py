@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _harness import fmt, timeit  # noqa: E402
 
 from fewbit_design.activations import get_activation  # noqa: E402
-from fewbit_design.design import design, evaluate  # noqa: E402
+from fewbit_design.designer import design, evaluate  # noqa: E402
 from fewbit_design.distributions import parse_distribution  # noqa: E402
 from fewbit_design.table import Table  # noqa: E402
 

@@ -31,8 +31,7 @@ import torch, triton
 from fewbit_design.torch import kernels
 print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available(),
       'interpreted', kernels._interpreted(), 'triton_available(cuda)', kernels.triton_available('cuda'),
-      'libdevice', kernels._torch_libdevice(), '_LUT_MIN_BITS', kernels._LUT_MIN_BITS,
-      '_LUT32_MIN_BITS', kernels._LUT32_MIN_BITS)
+      'libdevice', kernels._torch_libdevice(), kernels.DEFAULT_CONFIG)
 " || echo "STEP FAILED: import check"
 
   XDIST=""

@@ -17,8 +17,8 @@ ACT = 0 (the fallback where the fused y is not torch's bit for bit), both timed 
 same bytes. "fused (search)" finds each code by binary search over the boundaries and
 "fused (lut)" by a table: for bf16 one gather from the 65536-entry table of codes, for fp32 one
 gather from the 65536-entry prefix table (top 16 bits of x) and a compare with the rare bounds
-inside the prefix's range (kernels._LUT_MIN_BITS and _LUT32_MIN_BITS choose; "torch y + codes"
-uses that choice). "exact" says whether the fused y equals torch's, and the fused bytes and
+inside the prefix's range (KernelConfig.lut_min_bits and lut32_min_bits choose; "torch y + codes"
+uses DEFAULT_CONFIG's choice). "exact" says whether the fused y equals torch's, and the fused bytes and
 gradients the plain path's.
 
 Dry run of the code paths on the CPU (times meaningless):
@@ -27,7 +27,7 @@ Dry run of the code paths on the CPU (times meaningless):
     b.speed_table([10]); b.tuning_table(10)"
 """
 
-import contextlib
+import dataclasses
 import sys
 import time
 
@@ -37,8 +37,9 @@ import torch.nn.functional as F
 
 from fewbit_design.table import Table
 from fewbit_design.torch import kernels
-from fewbit_design.torch.functional import TORCH_FORWARD
-from fewbit_design.torch.kernels import FUSED_ACTIVATIONS, fused_backward, fused_forward, triton_available
+from fewbit_design.torch.reference import TORCH_FORWARD
+from fewbit_design.torch.kernels import (DEFAULT_CONFIG, FUSED_ACTIVATIONS, KernelConfig, fused_backward,
+                                         fused_forward, triton_available)
 from fewbit_design.torch.packing import pack_codes, packed_nbytes, unpack_codes
 from fewbit_design.torch.tables import table_constants
 
@@ -85,17 +86,10 @@ def table_for(bits):
                  mse=0.0, relative_error=0.0)
 
 
-@contextlib.contextmanager
-def lut_min_bits_set(value):
-    """kernels._LUT_MIN_BITS and _LUT32_MIN_BITS = value inside (1: the table for 16-bit and
-    float32 x, 9: the search; None: as they are)."""
-    saved = kernels._LUT_MIN_BITS, kernels._LUT32_MIN_BITS
-    if value is not None:
-        kernels._LUT_MIN_BITS = kernels._LUT32_MIN_BITS = value
-    try:
-        yield
-    finally:
-        kernels._LUT_MIN_BITS, kernels._LUT32_MIN_BITS = saved
+def with_lut_min_bits(config, value):
+    """`config` with lut_min_bits = lut32_min_bits = value (1: the tables for 16-bit and float32
+    x, 9: the search)."""
+    return dataclasses.replace(config, lut_min_bits=value, lut32_min_bits=value)
 
 
 def plain_forward(x, consts, bits):
@@ -167,9 +161,9 @@ def fewbit_rows(x, g, bits):
     rows = []
     # the fused forward with each way of finding the codes (backward once: the same)
     for label, lut_min_bits in (("fused (search)", 9), ("fused (lut)", 1)):
-        with lut_min_bits_set(lut_min_bits):
-            t_f, (y, packed) = cuda_time(
-                lambda: fused_forward(x, consts.bounds32, consts.code_map, bits, "gelu"))
+        config = with_lut_min_bits(DEFAULT_CONFIG, lut_min_bits)
+        t_f, (y, packed) = cuda_time(
+            lambda: fused_forward(x, consts.bounds32, consts.code_map, bits, "gelu", config=config))
         bad = {"y": bit_equal(y, y_ref), "bytes": bit_equal(packed, packed_ref)}
         backward = ["(fused)", ""]
         if not rows:
@@ -191,27 +185,23 @@ def tuning_table(logn=26, configs=((128, 4, 1), (256, 4, 1), (128, 8, 1), (64, 2
     print("| dtype | bytes/program | warps | linear up to | bits | forward (search) | forward (lut) "
           "| backward |")
     print("|---|---|---|---|---|---|---|---|")
-    saved = kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX
-    try:
-        for dtype in (torch.bfloat16, torch.float32):
-            x = torch.randn(1 << logn, device=DEVICE, dtype=dtype)
-            g = torch.randn_like(x)
-            for block, warps, linear in configs:
-                kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX = block, warps, linear
-                for bits in (2, 3, 4, 8):
-                    consts = table_constants(table_for(bits), DEVICE)
-                    t_f = []
-                    for lut_min_bits in (9, 1):
-                        with lut_min_bits_set(lut_min_bits):
-                            t, (_, packed) = cuda_time(lambda: fused_forward(x, consts.bounds32, None, bits,
-                                                                             "gelu"))
-                        t_f.append(f"{t[0] * 1e6:.0f}")
-                    t_b, _ = cuda_time(lambda: fused_backward(packed, g, consts.levels, bits))
-                    print(f"| {dtype} | {block} | {warps} | {linear} | {bits} | {t_f[0]} | {t_f[1]} | "
-                          f"{t_b[0] * 1e6:.0f} |")
-            del x, g
-    finally:
-        kernels._GPU_BYTES, kernels._GPU_WARPS, kernels._LINEAR_MAX = saved
+    for dtype in (torch.bfloat16, torch.float32):
+        x = torch.randn(1 << logn, device=DEVICE, dtype=dtype)
+        g = torch.randn_like(x)
+        for block, warps, linear in configs:
+            base = KernelConfig(block_bytes=block, num_warps=warps, linear_max=linear)
+            for bits in (2, 3, 4, 8):
+                consts = table_constants(table_for(bits), DEVICE)
+                t_f = []
+                for lut_min_bits in (9, 1):
+                    config = with_lut_min_bits(base, lut_min_bits)
+                    t, (_, packed) = cuda_time(lambda: fused_forward(x, consts.bounds32, None, bits, "gelu",
+                                                                     config=config))
+                    t_f.append(f"{t[0] * 1e6:.0f}")
+                t_b, _ = cuda_time(lambda: fused_backward(packed, g, consts.levels, bits, config=base))
+                print(f"| {dtype} | {block} | {warps} | {linear} | {bits} | {t_f[0]} | {t_f[1]} | "
+                      f"{t_b[0] * 1e6:.0f} |")
+        del x, g
 
 
 def main(argv):

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _harness import fmt, timeit  # noqa: E402
 
 from fewbit_design.activations import REGISTRY  # noqa: E402
-from fewbit_design.design import design  # noqa: E402
+from fewbit_design.designer import design  # noqa: E402
 
 
 def main():

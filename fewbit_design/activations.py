@@ -24,7 +24,7 @@ __all__ = ["Activation", "ActivationSpec", "REGISTRY", "get_activation", "parse_
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 _GELU_TANH_A, _GELU_TANH_B = math.sqrt(2.0 / math.pi), 0.044715
-_QUICK_GELU_K = 1.702
+QUICK_GELU_K = 1.702          # x·σ(kx): the designer and the runtime (torch/reference.py) use this one
 
 
 # ---------------------------------------------------------------- stable elementwise pieces
@@ -196,8 +196,8 @@ _SPECS = [
           lambda x: (1.0 / (1.0 + np.abs(x))) ** 2, kinks=_fixed(0.0)),
     _spec("logsigmoid", "log σ(x)", lambda x: -_softplus(-x), lambda x: _sigmoid(-x)),
     _spec("tanhshrink", "x − tanh x", lambda x: x - np.tanh(x), lambda x: np.tanh(x) ** 2),
-    _spec("quick_gelu", "x·σ(1.702x)", lambda x: x * _sigmoid(_QUICK_GELU_K * x),
-          lambda x: _sigmoid(_QUICK_GELU_K * x) + _QUICK_GELU_K * x * _sigmoid_prime(_QUICK_GELU_K * x)),
+    _spec("quick_gelu", "x·σ(1.702x)", lambda x: x * _sigmoid(QUICK_GELU_K * x),
+          lambda x: _sigmoid(QUICK_GELU_K * x) + QUICK_GELU_K * x * _sigmoid_prime(QUICK_GELU_K * x)),
     _spec("squared_relu", "max(0, x)²", lambda x: np.maximum(x, 0.0) ** 2,
           lambda x: 2.0 * np.maximum(x, 0.0), kinks=_fixed(0.0)),
 ]

@@ -115,7 +115,7 @@ def design_cmd(activation, bits, dist, params, partition, grid, fmt, output):
       fewbit-design mymod:myact -b 2          # custom numpy activation
     """
     from .activations import parse_params
-    from .design import design
+    from .designer import design
 
     table = design(activation, bits, distribution=dist, params=parse_params(params),
                    partition=partition, grid=grid)

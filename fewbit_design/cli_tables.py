@@ -71,6 +71,7 @@ def check(file, against, no_redesign):
       fewbit-design check paper_gelu2.json --against same
       fewbit-design check gelu3.h --no-redesign
     """
+    from .check import check_table
     from .formats import read_table
 
     table = read_table(file)
@@ -79,59 +80,6 @@ def check(file, against, no_redesign):
     click.echo(report.text)
     if not report.ok:
         sys.exit(1)
-
-
-class CheckReport:
-    """What `check_table` found: ok, the lines of the report, and the numbers."""
-
-    def __init__(self, ok, text, stored, recomputed, best):
-        self.ok, self.text, self.stored, self.recomputed, self.best = ok, text, stored, recomputed, best
-
-
-def _close(a: float, b: float, floor: float, rtol: float = 1e-9) -> bool:
-    return abs(a - b) <= rtol * max(abs(a), abs(b)) or abs(a - b) <= floor
-
-
-def check_table(table, *, against: str | None = "auto") -> CheckReport:
-    """Recompute `table`'s error and (unless `against` is None) compare with design()."""
-    from .design import design, distribution_of, evaluate
-
-    dist = distribution_of(table)
-    mse, rel = evaluate(table)
-    total = mse / rel if rel > 0 else (table.mse / table.relative_error if table.relative_error > 0 else 1.0)
-    floor = 1e-15 * total                       # below this an mse is round-off
-    lines = [f"{'table':<14}{table.activation}{_params(table.params)}, {table.bits} bits, {dist.spec}, "
-             f"{table.partition} partition, {table.n_intervals} intervals, {table.levels.size} levels",
-             f"{'stored':<14}relative error {table.relative_error:.12e}  mse {table.mse:.12e}"]
-    problems = []
-    same = _close(table.mse, mse, floor) and _close(table.relative_error, rel, 1e-15)
-    off = abs(table.mse - mse) / max(mse, floor, 1e-300)
-    lines.append(f"{'recomputed':<14}relative error {rel:.12e}  mse {mse:.12e}  "
-                 f"({'matches' if same else 'MISMATCH'}: differs by {off:.2g} relative)")
-    if not same:
-        problems.append(f"the stored error is off by {off:.3g} relative")
-    best = None
-    if against is not None:
-        partition = table.partition if against == "same" else against
-        best = design(table.activation, table.bits, distribution=dist, params=table.params, partition=partition)
-        better = best.mse < mse - max(1e-9 * mse, floor)
-        if better:
-            gain = 1 - best.mse / mse
-            verdict = f"BETTER by {gain:.3%} (a {best.partition} table)"
-            problems.append(f"design() finds a table with {gain:.3%} lower error "
-                            f"(relative error {best.relative_error:.6e} vs {rel:.6e})")
-        else:
-            verdict = "no better table"
-        lines.append(f"{'design()':<14}relative error {best.relative_error:.12e}  "
-                     f"(partition {partition} -> {best.partition}): {verdict}")
-    lines.append(f"{'result':<14}" + ("OK" if not problems else "FAIL: " + "; ".join(problems)))
-    return CheckReport(not problems, "\n".join(lines), (table.mse, table.relative_error), (mse, rel),
-                       best)
-
-
-def _params(p: dict) -> str:
-    return "(" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()) + ")" \
-        if p else ""
 
 
 @click.command("sweep")

@@ -179,6 +179,69 @@ def _gl_moments(act, dist, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.stack([w.sum(-1), wd.sum(-1), (wd * d).sum(-1)])
 
 
+# -- moments and errors of a partition ----------------------------------------------
+
+def interval_moments(grid, s):
+    """(3, len(s)+1) moments ∫ w f'^p of the intervals cut at the ascending points s."""
+    return grid.interval_moments(np.concatenate([[-np.inf], s]), np.concatenate([s, [np.inf]]))
+
+
+def levels_of(S):
+    """Conditional means S1/S0 of each run (0 for an empty run)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(S[0] > 0, S[1] / S[0], 0.0)
+
+
+
+def snap_constant_levels(grid, s, codes, y):
+    """Where f' is constant over all of a code's x, its level is that constant exactly.
+
+    (S1/S0 would be off by an ulp, leaving an error of 1e-35 where the answer is 0.)
+    f' is sampled at the midpoints of the pieces between cell edges and boundaries, so the
+    torch convention for f' at a kink itself does not matter.
+    """
+    pts = np.union1d(grid.edges, s)
+    mid = 0.5 * (pts[:-1] + pts[1:])
+    fm = grid.act.df(mid)
+    code_of = codes[np.searchsorted(s, mid, side="right")]
+    y = y.copy()
+    for c in range(y.size):
+        v = fm[code_of == c]
+        if v.size and v.min() == v.max() and abs(y[c] - v[0]) <= 1e-12 * max(1.0, abs(v[0])):
+            y[c] = v[0]
+    return y
+
+
+def segments_error(grid, s):
+    """Levels (conditional means) of the intervals cut at s, and the exact error."""
+    y = snap_constant_levels(grid, s, np.arange(s.size + 1), levels_of(interval_moments(grid, s)))
+    return y, pieces_error(grid.act, grid.dist, grid.edges, s, y)
+
+
+def pieces_error(act, dist, edges, s, q_by_interval):
+    """∫ w (f' - q)² over the union of cell edges and boundaries, Gauss–Legendre per piece."""
+    inner = s[(s > edges[0]) & (s < edges[-1])]
+    pts = np.union1d(edges, inner)
+    a, b = pts[:-1], pts[1:]
+    q = q_by_interval[np.searchsorted(s, 0.5 * (a + b), side="right")]
+    half = 0.5 * (b - a)
+    x = (0.5 * (a + b))[:, None] + half[:, None] * _GL_X
+    r = act.df(x) - q[:, None]
+    return float(np.sum(dist.pdf(x) * r * r * (half[:, None] * _GL_W)))
+
+
+def sample_levels_error(act, values, s, codes):
+    """Levels (mean f' over each code's samples) and the exact mean squared error."""
+    d = act.df(values)
+    c = codes[np.searchsorted(s, values, side="right")]
+    m = int(codes.max()) + 1
+    cnt = np.bincount(c, minlength=m).astype(np.float64)
+    y = np.bincount(c, weights=d, minlength=m) / np.maximum(cnt, 1)
+    r = d - y[c]
+    return y, float(np.mean(r * r))
+
+
+
 # -- samples ----------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)

@@ -1,4 +1,5 @@
-"""Table files: the canonical JSON and the same content as YAML, NPZ, CSV and a C/CUDA header.
+"""Table files (Table -> file step): the canonical JSON and the same content as YAML, NPZ, CSV
+and a C/CUDA header; and the bundle, many tables in one compact JSON (the shipped tables).
 
 Every format round-trips a Table bit-exactly (floats are written as Python's shortest
 round-trip ``repr``, or stored as raw float64 in NPZ). Every reader validates through
@@ -26,6 +27,8 @@ FORMATS = ("json", "yaml", "npz", "csv", "h")
 EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".npz": "npz",
               ".csv": "csv", ".h": "h", ".cuh": "h"}
 ARRAYS = ("boundaries", "codes", "levels")
+BUNDLE_FORMAT = "fewbit-table-bundle"
+
 
 
 def format_from_path(path: str | os.PathLike) -> str:
@@ -518,3 +521,37 @@ def _load_header(text: str, source: str) -> dict:
             raise FewbitError(f"{source}: missing field '{key}' (no array declaration found)")
     d.update(found)
     return d
+
+
+# -- the bundle: many tables in one compact JSON (the shipped tables) ----------------
+
+def write_bundle(tables, path: str) -> str:
+    """Write many tables as one compact JSON ({format, version, tables: [canonical, ...]})."""
+    d = {"format": BUNDLE_FORMAT, "version": 1,
+         "tables": [t.to_dict() for t in sorted(tables, key=lambda t: (t.distribution, t.activation, t.bits))]}
+    for t in d["tables"]:
+        t["solver"].pop("seconds", None)    # timing noise would rewrite the bundle on every sweep
+    data = (json.dumps(d, separators=(",", ":")) + "\n").encode()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        with open(path, "rb") as fh:
+            if fh.read() == data:
+                return path
+    except OSError:
+        pass
+    atomic_write(path, data)
+    return path
+
+
+def read_bundle(data: bytes, *, source: str) -> list:
+    """Parse a bundle written by `write_bundle`; every table is validated."""
+    try:
+        d = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FewbitError(f"{source}: not valid JSON ({type(e).__name__})") from None
+    if not isinstance(d, dict) or d.get("format") != BUNDLE_FORMAT or d.get("version") != 1:
+        raise FewbitError(f"{source}: not a {BUNDLE_FORMAT} version 1 file")
+    if not isinstance(d.get("tables"), list):
+        raise FewbitError(f"{source}: field 'tables' must be a list")
+    return [Table.from_dict(t, source=f"{source}: tables[{i}]") for i, t in enumerate(d["tables"])]
+

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .contiguous import Candidate
+from .discretize import (GL_ORDER, interval_moments, levels_of, pieces_error, sample_levels_error,
+                         snap_constant_levels)
 from .dp import _exchange_refine_kernel, kmeans_segment
-from .refine import interval_moments, levels_of, refine_points
+from .refine import refine_points
 
 EXACT_SAMPLES = 65536     # unique samples up to which the value-space DP runs on every value
 
@@ -172,3 +175,63 @@ def _root(df, t, a, b, fa, fb):
         a, ya, wa = np.where(new_a | hit, x, a), np.where(new_a, y, ya), np.where(new_a, y, wa)
         b, yb, wb = np.where(new_b | hit, x, b), np.where(new_b, y, yb), np.where(new_b, y, wb)
     return 0.5 * (a + b)
+
+
+# -- the method's candidates ------------------------------------------------------------
+
+def levelset_candidate(grid, k, contiguous: Candidate | None) -> Candidate:
+    act, dist = grid.act, grid.dist
+    scale = max(1.0, float(np.max(np.abs(act.df(grid.edges)))))
+    s0, c0, y0 = merge_equal_codes(*design_levelset_grid(grid, k), scale)
+    y0 = snap_constant_levels(grid, s0, c0, y0)
+    e0 = pieces_error(act, dist, grid.edges, s0, y0[c0])
+    s1, c1, y1, ref = refine_levelset(grid, y0)
+    s1, c1, y1 = merge_equal_codes(s1, c1, y1, scale)
+    y1 = snap_constant_levels(grid, s1, c1, y1)
+    e1 = pieces_error(act, dist, grid.edges, s1, y1[c1])
+    solver = {
+        "method": "exact-monge-dp+newton (value space)",
+        "grid": int(grid.edges.size - 1),
+        "range": [float(grid.edges[0]), float(grid.edges[-1])],
+        "quadrature": f"gauss-legendre-{GL_ORDER} per cell",
+        "refinement": {"accepted": bool(e1 <= e0), "iterations": ref.iterations,
+                       "residual": ref.residual, "free_points": ref.free, "grid_mse": float(e0)},
+    }
+    best = min([(e1, 0, s1, c1, y1), (e0, 1, s0, c0, y0)], key=lambda c: (c[0], c[1]))
+    if contiguous is not None and contiguous.mse < best[0]:   # contiguous tables are level-set tables too
+        solver["refinement"]["contiguous_was_better"] = True
+        return Candidate("levelset", contiguous.boundaries, contiguous.codes, contiguous.levels,
+                          contiguous.mse, {**contiguous.solver, **{"refinement": solver["refinement"]}})
+    return Candidate("levelset", best[2], best[3], best[4], best[0], solver)
+
+
+def levelset_samples_candidate(act, dist, cells, k, n) -> Candidate:
+    code, sweeps = design_levelset_samples(cells.d, cells.weight, k, n)
+    change = np.flatnonzero(code[1:] != code[:-1])
+    s = cells.split_points()[change]
+    codes, _ = compact_codes(code[np.concatenate([[0], change + 1])])
+    levels, mse = sample_levels_error(act, dist.values, s, codes)
+    solver = {"method": "exact-monge-dp over unique sample derivatives" if sweeps == 0 else
+              "monge-dp over value bins + exact exchange refinement",
+              "unique_samples": int(cells.values.size),
+              "range": [float(cells.values[0]), float(cells.values[-1])],
+              "refinement": {"sweeps": sweeps}}
+    return Candidate("levelset", s, codes, levels, mse, solver)
+
+
+def merge_equal_codes(s, codes, levels, scale):
+    """Give codes whose levels agree to 1e-13·scale one code; drop boundaries inside a code.
+
+    When f' takes fewer values than there are levels, the DP splits a value among codes
+    at no cost; merging keeps the table as simple as the function.
+    """
+    order = np.argsort(levels, kind="stable")
+    new_of_sorted = np.concatenate([[0], np.cumsum(np.diff(levels[order]) > 1e-13 * scale)])
+    remap = np.empty(levels.size, dtype=np.int64)
+    remap[order] = new_of_sorted
+    merged = np.zeros(int(new_of_sorted[-1]) + 1)
+    merged[new_of_sorted] = levels[order]          # one representative per merged code
+    c = remap[codes]
+    keep = c[1:] != c[:-1]
+    return s[keep], c[np.concatenate([[True], keep])], merged
+

@@ -50,7 +50,7 @@ def error_curves(activations, *, bits, distributions, partitions, params=None) -
     Returns a list of {"activation", "distribution", "partition", "bits", "relative_error"}.
     """
     from .activations import get_activation
-    from .design import design
+    from .designer import design
     from .distributions import parse_distribution
 
     curves = []
@@ -123,7 +123,7 @@ def _x_range(table, dist) -> tuple[float, float]:
 def plot_table(table, *, path: str) -> None:
     """f'(x) and the table's q(x) over x, the input weight shaded (twin axis), boundaries marked."""
     from .activations import get_activation
-    from .design import distribution_of
+    from .designer import distribution_of
 
     _figure_format(path)
     act = get_activation(table.activation, table.params)

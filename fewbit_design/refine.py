@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._jit import kernel
+from .discretize import levels_of
 
 MAX_ITER = 60
 TOL = 1e-14
@@ -29,39 +30,6 @@ class Refinement:
     iterations: int
     residual: float      # max |G| over the free points at the end
     free: int            # how many points were free
-
-
-class ContiguousProblem:
-    """Boundaries in x: runs are intervals, g = f', density = w."""
-
-    def __init__(self, grid):
-        self.grid = grid
-        e = grid.core_edges
-        self.bounds = (e[0], e[-1])
-        self.scale = max(1.0, float(np.max(np.abs(grid.act.df(e)))))
-
-    def moments(self, s):
-        return interval_moments(self.grid, s)
-
-    def evaluate(self, s, S):
-        act = self.grid.act
-        d = act.df(s)
-        h = 1e-6 * np.maximum(1.0, np.abs(s))
-        slope = (act.df(s + h) - act.df(s - h)) / (2 * h)
-        dens = self.grid.dist.pdf(s)
-        fixed = (dens <= 0) | at_jump(act, s)
-        return d, slope, dens, fixed
-
-
-def interval_moments(grid, s):
-    """(3, len(s)+1) moments ∫ w f'^p of the intervals cut at the ascending points s."""
-    return grid.interval_moments(np.concatenate([[-np.inf], s]), np.concatenate([s, [np.inf]]))
-
-
-def levels_of(S):
-    """Conditional means S1/S0 of each run (0 for an empty run)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(S[0] > 0, S[1] / S[0], 0.0)
 
 
 def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refinement:
@@ -193,14 +161,6 @@ def _tridiagonal_solve(lower, diag, upper, rhs):
     for i in range(k - 2, -1, -1):
         x[i] -= c[i] * x[i + 1]
     return x
-
-
-def at_jump(act, s: np.ndarray) -> np.ndarray:
-    """Mask of the points that sit on a jump of f'."""
-    if not act.jumps:
-        return np.zeros(np.shape(s), dtype=bool)
-    j = np.asarray(act.jumps, dtype=np.float64)
-    return np.any(np.abs(s[:, None] - j[None, :]) <= 1e-12 * np.maximum(1.0, np.abs(j)), axis=1)
 
 
 def _maxabs(G, mask) -> float:

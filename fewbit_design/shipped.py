@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from .errors import FewbitError
+from .formats import read_bundle
 from .table import Table
 
 BUNDLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tables_normal.json")
@@ -21,8 +22,6 @@ BUNDLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "
 @functools.lru_cache(maxsize=None)
 def _bundle(path: str = BUNDLE_PATH) -> dict:
     """{(activation, bits, distribution, dist params): best Table}, read and validated once."""
-    from .sweep import read_bundle
-
     try:
         with open(path, "rb") as fh:
             data = fh.read()

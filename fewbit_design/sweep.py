@@ -32,15 +32,12 @@ from dataclasses import dataclass, field
 
 from . import __version__
 from .errors import FewbitError
-from .formats import FORMATS, read_table, write_table
+from .formats import FORMATS, read_table, write_bundle, write_table
 from .io import atomic_write
 
 PARTITIONS = ("contiguous", "levelset", "auto")
 CONFIG_KEYS = ("activations", "bits", "distributions", "partitions", "formats", "grid", "bundle")
 INDEX_FORMAT = "fewbit-sweep-index"
-BUNDLE_FORMAT = "fewbit-table-bundle"
-
-
 @dataclass(frozen=True)
 class Job:
     """One table to design: what the config asked for, and where its files go."""
@@ -248,7 +245,7 @@ def _slug(name: str, params: dict | None = None) -> str:
 
 def _design_job(job: Job) -> dict:
     """Worker: design one table; returns its canonical dict."""
-    from .design import design
+    from .designer import design
 
     table = design(job.activation, job.bits, distribution=job.distribution, params=job.params,
                    partition=job.partition, grid=job.grid)
@@ -408,40 +405,5 @@ def _write_index(config: SweepConfig, out_dir: str, previous: dict, tables, tabl
     return rows
 
 
-# -- the bundle the installed package reads ----------------------------------------------
-
-def write_bundle(tables, path: str) -> str:
-    """Write many tables as one compact JSON ({format, version, tables: [canonical, ...]})."""
-    d = {"format": BUNDLE_FORMAT, "version": 1,
-         "tables": [t.to_dict() for t in sorted(tables, key=lambda t: (t.distribution, t.activation, t.bits))]}
-    for t in d["tables"]:
-        t["solver"].pop("seconds", None)    # timing noise would rewrite the bundle on every sweep
-    data = (json.dumps(d, separators=(",", ":")) + "\n").encode()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        with open(path, "rb") as fh:
-            if fh.read() == data:
-                return path
-    except OSError:
-        pass
-    atomic_write(path, data)
-    return path
-
-
-def read_bundle(data: bytes, *, source: str) -> list:
-    """Parse a bundle written by `write_bundle`; every table is validated."""
-    from .table import Table
-
-    try:
-        d = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FewbitError(f"{source}: not valid JSON ({type(e).__name__})") from None
-    if not isinstance(d, dict) or d.get("format") != BUNDLE_FORMAT or d.get("version") != 1:
-        raise FewbitError(f"{source}: not a {BUNDLE_FORMAT} version 1 file")
-    if not isinstance(d.get("tables"), list):
-        raise FewbitError(f"{source}: field 'tables' must be a list")
-    return [Table.from_dict(t, source=f"{source}: tables[{i}]") for i, t in enumerate(d["tables"])]
-
-
 __all__ = ["Job", "SweepConfig", "SweepResult", "load_config", "parse_config", "parse_bits",
-           "run_sweep", "write_bundle", "read_bundle"]
+           "run_sweep"]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from fewbit_design import formats
 from fewbit_design.cli_tables import COMMANDS
-from fewbit_design.design import design
+from fewbit_design.designer import design
 from fewbit_design.table import Table
 
 
@@ -111,12 +111,25 @@ def test_check_finds_a_better_table(tmp_path):
     assert "OK" in r.stdout
 
 
+def test_check_table_is_a_library_function():
+    """The CLI prints what check_table returns; the numbers are there for callers."""
+    from fewbit_design.check import check_table
+
+    contiguous = design("tanh", 2, partition="contiguous")
+    report = check_table(contiguous)
+    assert not report.ok and report.best.partition == "levelset" and report.best.mse < contiguous.mse
+    assert report.stored == (contiguous.mse, contiguous.relative_error)
+    assert check_table(contiguous, against="same").ok
+    quick = check_table(contiguous, against=None)
+    assert quick.ok and quick.best is None and "design()" not in quick.text
+
+
 def test_check_worse_boundaries(tmp_path):
     t = design("gelu", 3, partition="contiguous")
     d = t.to_dict()
     d["boundaries"][3] += 0.05                                 # a suboptimal table, error recomputed
     moved = Table.from_dict(d)
-    from fewbit_design.design import evaluate
+    from fewbit_design.designer import evaluate
 
     mse, rel = evaluate(moved)
     d["error"] = {"mse": mse, "relative": rel}

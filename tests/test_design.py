@@ -5,7 +5,7 @@ import pytest
 from scipy import integrate
 
 from fewbit_design.activations import REGISTRY, get_activation
-from fewbit_design.design import design, evaluate
+from fewbit_design.designer import design, evaluate
 from fewbit_design.distributions import parse_distribution, samples_from_array
 from fewbit_design.errors import FewbitError
 

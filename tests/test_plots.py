@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fewbit_design import plots
-from fewbit_design.design import design
+from fewbit_design.designer import design
 from fewbit_design.errors import FewbitError
 
 MAGIC = {".png": b"\x89PNG", ".svg": b"<?xml", ".pdf": b"%PDF"}

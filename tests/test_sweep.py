@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from fewbit_design import shipped, sweep
+from fewbit_design import formats, shipped, sweep
 from fewbit_design.activations import REGISTRY
-from fewbit_design.design import design
+from fewbit_design.designer import design
 from fewbit_design.errors import FewbitError
 from fewbit_design.formats import read_table
 
@@ -94,7 +94,7 @@ def test_sweep_writes_tables_index_and_is_incremental(tmp_path, monkeypatch):
                                                         (stems[0], stems[1], stems[2], stems[3])]
     rows = open(os.path.join(out, "index.csv")).read().splitlines()
     assert rows[0].startswith("activation,params,bits") and len(rows) == 5
-    assert len(sweep.read_bundle(open(tmp_path / "pkg" / "b.json", "rb").read(), source="b")) == 4
+    assert len(formats.read_bundle(open(tmp_path / "pkg" / "b.json", "rb").read(), source="b")) == 4
 
     mtimes = {s: os.stat(os.path.join(out, s + ".json")).st_mtime_ns for s in stems}
     r = sweep.run_sweep(cfg, out, jobs=1)
@@ -145,11 +145,11 @@ def test_sweep_reports_failures_and_keeps_the_rest(tmp_path, monkeypatch):
 
 def test_read_bundle_refuses_garbage():
     with pytest.raises(FewbitError, match="b.json"):
-        sweep.read_bundle(b"\x00\xff", source="b.json")
+        formats.read_bundle(b"\x00\xff", source="b.json")
     with pytest.raises(FewbitError, match="fewbit-table-bundle"):
-        sweep.read_bundle(b'{"format": "x"}', source="b.json")
+        formats.read_bundle(b'{"format": "x"}', source="b.json")
     with pytest.raises(FewbitError, match=r"tables\[0\]: missing field"):
-        sweep.read_bundle(b'{"format": "fewbit-table-bundle", "version": 1, "tables": [{"version": 1}]}',
+        formats.read_bundle(b'{"format": "fewbit-table-bundle", "version": 1, "tables": [{"version": 1}]}',
                           source="b.json")
 
 
@@ -182,7 +182,7 @@ def test_shipped_table_lookup():
 
 
 def _same_design(t):
-    from fewbit_design.design import distribution_of
+    from fewbit_design.designer import distribution_of
 
     fresh = design(t.activation, t.bits, distribution=distribution_of(t), params=t.params, partition="auto")
     if t.relative_error < 1e-14:            # exact: any exact table is as good (ties in round-off)

@@ -16,7 +16,7 @@ pytest.importorskip("numba")
 
 from fewbit_design.table import Table  # noqa: E402
 from fewbit_design.torch import cpu, default_table, fewbit_activation, functional  # noqa: E402
-from fewbit_design.torch.functional import _encode  # noqa: E402
+from fewbit_design.torch.reference import encode as reference_encode  # noqa: E402
 from fewbit_design.torch.packing import pack_codes, unpack_codes  # noqa: E402
 from fewbit_design.torch.tables import table_constants  # noqa: E402
 
@@ -102,7 +102,7 @@ def probe(table, dtype, n, seed=0):
 
 def reference(x, g, c, bits):
     """The torch path: packed bytes and grad_x."""
-    packed = pack_codes(_encode(x, c.bounds32, c.bounds64, c.code_map), bits)
+    packed = pack_codes(reference_encode(x, c.bounds32, c.bounds64, c.code_map), bits)
     scale = c.levels.index_select(0, unpack_codes(packed, bits, x.numel()).int()).view(x.shape)
     return packed, (g.float() * scale).to(x.dtype)
 

@@ -48,7 +48,7 @@ def free_port():
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
 def test_ddp_matches_single_process(tmp_path):
-    from fewbit_design.design import design  # here, so that the workers do not import it
+    from fewbit_design.designer import design  # here, so that the workers do not import it
     tables = {"gelu": design("gelu", 3), "silu": design("silu", 2)}
     gen = torch.Generator().manual_seed(1)
     data = [(torch.randn(16, 6, generator=gen), torch.randn(16, 3, generator=gen)) for _ in range(STEPS)]

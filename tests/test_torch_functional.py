@@ -9,10 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fewbit_design.activations import REGISTRY  # noqa: E402
-from fewbit_design.design import design  # noqa: E402
+from fewbit_design.designer import design  # noqa: E402
 from fewbit_design.table import Table  # noqa: E402
 from fewbit_design.torch import fewbit_activation, packed_nbytes, torch_activation  # noqa: E402
-from fewbit_design.torch.functional import TORCH_FORWARD  # noqa: E402
+from fewbit_design.torch.reference import TORCH_FORWARD  # noqa: E402
 from fewbit_design.torch.tables import _round_up_f32  # noqa: E402
 
 ACTIVATIONS = sorted(REGISTRY)

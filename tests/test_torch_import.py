@@ -7,7 +7,7 @@ import pytest
 
 
 def test_designer_does_not_import_torch():
-    code = ("import sys, fewbit_design, fewbit_design.table, fewbit_design.design, fewbit_design.formats; "
+    code = ("import sys, fewbit_design, fewbit_design.table, fewbit_design.designer, fewbit_design.formats; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

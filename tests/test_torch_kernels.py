@@ -5,6 +5,7 @@ codes, bytes and gradients are still exact but the transcendental f(x) comes fro
 y is compared with a tolerance; the CUDA tests at the bottom check y bit for bit.
 """
 
+import dataclasses
 import functools
 import math
 
@@ -14,11 +15,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from fewbit_design.design import design  # noqa: E402
+from fewbit_design.designer import design  # noqa: E402
 from fewbit_design.table import Table  # noqa: E402
-from fewbit_design.torch import kernels  # noqa: E402
-from fewbit_design.torch.functional import TORCH_FORWARD, _encode  # noqa: E402
-from fewbit_design.torch.kernels import FUSED_ACTIVATIONS, fused_backward, fused_forward  # noqa: E402
+from fewbit_design.torch import kernels, lut as luts  # noqa: E402
+from fewbit_design.torch.reference import TORCH_FORWARD, encode as torch_encode  # noqa: E402
+from fewbit_design.torch.kernels import FUSED_ACTIVATIONS, KernelConfig, fused_backward, fused_forward  # noqa: E402
 from fewbit_design.torch.packing import pack_codes, packed_nbytes, unpack_codes  # noqa: E402
 from fewbit_design.torch.tables import default_table, table_constants  # noqa: E402
 
@@ -116,20 +117,20 @@ def test_designed_tables_match_table_code(bits, partition):
     assert unpack_codes(packed.cpu(), bits, x.numel()).numpy().tolist() == want.tolist()
 
 
-def test_many_programs_and_tails(monkeypatch):
-    # 16 bytes per program: 1023 elements span 8 programs and end inside a byte; 1024 fill
-    # every program (the kernels without masks)
-    if DEVICE == "cpu":
-        monkeypatch.setattr(kernels, "_INTERP_MAX_BYTES", 16)
+def test_many_programs_and_tails():
+    # 16 bytes per program in the interpreter: 1023 elements span 8 programs and end inside a
+    # byte; 1024 fill every program (the kernels without masks)
+    config = KernelConfig(interp_max_bytes=16)
     table = hand_table(3, levelset=True)
     consts = table_constants(table, DEVICE)
     for n in (1023, 129, 1024, 4096 + 3, 1 << 15):
         x = inputs(table, n, torch.bfloat16, seed=n)
-        y, packed = fused_forward(x, consts.bounds32, consts.code_map, 3, "relu")
+        y, packed = fused_forward(x, consts.bounds32, consts.code_map, 3, "relu", config=config)
         assert_equal(packed, pack_codes(plain_codes(x, consts), 3))
         assert_equal(y, torch.relu(x))
         g = torch.randn(n, generator=torch.Generator().manual_seed(n)).to(torch.bfloat16).to(DEVICE)
-        assert_equal(fused_backward(packed, g, consts.levels, 3), plain_backward(packed, g, consts.levels, 3))
+        assert_equal(fused_backward(packed, g, consts.levels, 3, config=config),
+                     plain_backward(packed, g, consts.levels, 3))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
@@ -137,17 +138,18 @@ def test_many_programs_and_tails(monkeypatch):
 def test_int64_offsets(monkeypatch, lut, dtype):
     # the I64 kernels (n >= 2^31 on the GPU) on a small n
     grid = kernels._grid
-    monkeypatch.setattr(kernels, "_grid", lambda n: (*grid(n)[:2], True, grid(n)[3]))
-    monkeypatch.setattr(kernels, "_LUT_MIN_BITS", 1 if lut else 9)
-    monkeypatch.setattr(kernels, "_LUT32_MIN_BITS", 1 if lut else 9)
+    monkeypatch.setattr(kernels, "_grid", lambda n, config: (*grid(n, config)[:2], True, grid(n, config)[3]))
+    config = KernelConfig(lut_min_bits=1 if lut else 9, lut32_min_bits=1 if lut else 9)
     table = hand_table(5, levelset=True)
     consts = table_constants(table, DEVICE)
     x = inputs(table, 341, dtype)
-    y, packed = fused_forward(x, consts.bounds32, consts.code_map, 5, "leaky_relu", PARAMS["leaky_relu"])
+    y, packed = fused_forward(x, consts.bounds32, consts.code_map, 5, "leaky_relu", PARAMS["leaky_relu"],
+                              config=config)
     assert_equal(packed, pack_codes(plain_codes(x, consts), 5))
     assert_equal(y, torch.nn.functional.leaky_relu(x, 0.01))
     g = torch.randn(341, generator=torch.Generator().manual_seed(2)).to(dtype).to(DEVICE)
-    assert_equal(fused_backward(packed, g, consts.levels, 5), plain_backward(packed, g, consts.levels, 5))
+    assert_equal(fused_backward(packed, g, consts.levels, 5, config=config),
+                 plain_backward(packed, g, consts.levels, 5))
 
 
 @functools.lru_cache(maxsize=None)
@@ -175,18 +177,18 @@ def test_lut_and_search_on_every_16bit_value(dtype, bits, partition, monkeypatch
     x = every_value(dtype)
     codes = plain_codes(x, consts)
     # the table itself: entry p is the code of the value with bit pattern p (x has every p)
-    lut = kernels._lut(consts.bounds32, consts.code_map, dtype)
+    lut = luts.code_lut(consts.bounds32, consts.code_map, dtype)
     assert lut.dtype == torch.uint8 and lut.shape == (65536,)
     assert_equal(lut[x.view(torch.int16).long() & 0xFFFF], codes)
 
     calls = []
-    build = kernels._lut
-    monkeypatch.setattr(kernels, "_lut", lambda *args: calls.append(args) or build(*args))
+    build = kernels.code_lut
+    monkeypatch.setattr(kernels, "code_lut", lambda *args: calls.append(args) or build(*args))
     ys = []
     for min_bits, uses_lut in ((1, True), (9, False)):  # the LUT path, then the search path
-        monkeypatch.setattr(kernels, "_LUT_MIN_BITS", min_bits)
         calls.clear()
-        y, packed = fused_forward(x, consts.bounds32, consts.code_map, bits, "relu")
+        y, packed = fused_forward(x, consts.bounds32, consts.code_map, bits, "relu",
+                                  config=KernelConfig(lut_min_bits=min_bits))
         assert len(calls) == uses_lut
         assert_equal(packed, pack_codes(codes, bits))
         assert_equal(y, torch.relu(x))  # values (the interpreter's relu(-0) is +0)
@@ -199,25 +201,25 @@ def test_lut_cache_follows_the_table_tensors():
     x = every_value(torch.bfloat16)
     # modules pass a fresh float32 view of an int32 buffer on every call: one LUT, one padding
     buf, code_map = consts.bounds32.clone().view(torch.int32), consts.code_map.clone()
-    first = kernels._lut(buf.view(torch.float32), code_map, torch.bfloat16)
-    assert kernels._lut(buf.view(torch.float32), code_map, torch.bfloat16) is first
-    assert kernels._padded(buf.view(torch.float32)) is kernels._padded(buf.view(torch.float32))
-    bracket = kernels._bracket(buf.view(torch.float32))
-    assert kernels._bracket(buf.view(torch.float32)) is bracket
-    assert kernels._lut(buf.view(torch.float32), code_map, torch.float16) is not first
-    assert kernels._lut(buf.view(torch.float32), None, torch.bfloat16) is not first
+    first = luts.code_lut(buf.view(torch.float32), code_map, torch.bfloat16)
+    assert luts.code_lut(buf.view(torch.float32), code_map, torch.bfloat16) is first
+    assert luts.padded(buf.view(torch.float32)) is luts.padded(buf.view(torch.float32))
+    bracket = luts.bracket(buf.view(torch.float32))
+    assert luts.bracket(buf.view(torch.float32)) is bracket
+    assert luts.code_lut(buf.view(torch.float32), code_map, torch.float16) is not first
+    assert luts.code_lut(buf.view(torch.float32), None, torch.bfloat16) is not first
     # in-place changes of the bounds or the code map give a new table, the oracle's again
     bounds = buf.view(torch.float32)
     for change in (lambda: bounds.add_(0.5), lambda: code_map.copy_(code_map.flip(0))):
         change()
-        lut = kernels._lut(bounds, code_map, torch.bfloat16)
+        lut = luts.code_lut(bounds, code_map, torch.bfloat16)
         assert lut is not first
         new = type(consts).__new__(type(consts))
         new.bounds32, new.code_map = bounds, code_map
         assert_equal(lut[x.view(torch.int16).long() & 0xFFFF], plain_codes(x, new))
         first = lut
-    assert kernels._bracket(bounds) is not bracket  # bounds changed
-    assert_equal(kernels._bracket(bounds)[0], kernels._bracket(bounds.clone())[0])
+    assert luts.bracket(bounds) is not bracket  # bounds changed
+    assert_equal(luts.bracket(bounds)[0], luts.bracket(bounds.clone())[0])
 
 
 F32_MAX = float(torch.finfo(torch.float32).max)
@@ -262,21 +264,20 @@ def float32_probe(bounds32, *, seed=0, n_random=1 << 18):
 
 
 def encode(x, bounds32, code_map):
-    """The torch path's codes (functional._encode), on the CPU."""
-    return _encode(x.cpu(), bounds32.cpu(), None, None if code_map is None else code_map.cpu())
+    """The torch path's codes (reference.encode), on the CPU."""
+    return torch_encode(x.cpu(), bounds32.cpu(), None, None if code_map is None else code_map.cpu())
 
 
 def check_bracket_and_search(x, bounds32, code_map, bits, monkeypatch, *, act=None):
     """Bytes of the prefix-table path and of the search path both equal the torch path's; returns y's."""
     want = pack_codes(encode(x, bounds32, code_map), bits).to(DEVICE)
     calls = []
-    build = kernels._bracket
-    monkeypatch.setattr(kernels, "_bracket", lambda *args: calls.append(args) or build(*args))
+    build = kernels.bracket
+    monkeypatch.setattr(kernels, "bracket", lambda *args: calls.append(args) or build(*args))
     ys = []
     for min_bits, uses_table in ((1, True), (9, False)):  # the prefix table, then the search
-        monkeypatch.setattr(kernels, "_LUT32_MIN_BITS", min_bits)
         calls.clear()
-        y, packed = fused_forward(x, bounds32, code_map, bits, act)
+        y, packed = fused_forward(x, bounds32, code_map, bits, act, config=KernelConfig(lut32_min_bits=min_bits))
         assert len(calls) == uses_table
         assert_equal(packed, want)
         ys.append(y)
@@ -288,7 +289,7 @@ def check_bracket_and_search(x, bounds32, code_map, bits, monkeypatch, *, act=No
 def test_float32_prefix_table_and_search(bits, partition, monkeypatch):
     table = designed_table(bits, partition)
     consts = table_constants(table, DEVICE)
-    assert kernels._bracket(consts.bounds32)[0] is not None  # the table path is taken
+    assert luts.bracket(consts.bounds32)[0] is not None  # the table path is taken
     x = float32_probe(consts.bounds32, seed=bits)
     y_table, y_search = check_bracket_and_search(x, consts.bounds32, consts.code_map, bits, monkeypatch,
                                                  act="relu")
@@ -309,7 +310,7 @@ def special_bounds():
 def test_float32_prefix_table_special_bounds(levelset, monkeypatch):
     bounds = special_bounds().to(DEVICE)
     # prefix 0x8000 (-2^-126 .. -0) holds -F32_SUB, -0 and +0: three steps
-    assert kernels._bracket(bounds)[1] == 3
+    assert luts.bracket(bounds)[1] == 3
     code_map = None
     if levelset:
         gen = torch.Generator().manual_seed(3)
@@ -322,12 +323,11 @@ def test_float32_crowded_bounds_fall_back_to_search(monkeypatch):
     # 20 bounds from 1.0 on in steps of 2^-20, all in the prefix range of 1.0 (which starts it and
     # is counted in base): a count of 19 does not fit the 4 bits of an entry, so the search
     bounds = (1.0 + torch.arange(20, dtype=torch.float32) * 2.0 ** -20).to(DEVICE)
-    table, maxc = kernels._bracket(bounds)
+    table, maxc = luts.bracket(bounds)
     assert table is None and maxc == 19
-    monkeypatch.setattr(kernels, "_LUT32_MIN_BITS", 1)
     near = 1.0 + torch.rand(4096, generator=torch.Generator().manual_seed(5)) * 2.0 ** -14
     x = torch.cat([float32_probe(bounds, n_random=4096).cpu(), near]).to(DEVICE)
-    _, packed = fused_forward(x, bounds, None, 5)
+    _, packed = fused_forward(x, bounds, None, 5, config=KernelConfig(lut32_min_bits=1))
     assert_equal(packed, pack_codes(encode(x, bounds, None), 5).to(DEVICE))
 
 
@@ -340,7 +340,7 @@ def brute_intervals(v, bounds):
 def test_bracket_table_against_brute_force(which):
     bounds = (table_constants(designed_table(8, "levelset"), "cpu").bounds32 if which != "special"
               else special_bounds())
-    table, maxc = kernels._bracket(bounds)
+    table, maxc = luts.bracket(bounds)
     assert table.dtype == torch.int16 and table.shape == (65536,)
     base, count = (table.long() >> 4), (table.long() & 15)
     assert maxc == int(count.max())
@@ -370,8 +370,33 @@ def test_bracket_steps_for_shipped_gelu_tables():
     # the default GELU tables put at most one bound in any prefix range: one masked step
     for bits in range(1, 9):
         consts = table_constants(default_table("gelu", bits), "cpu")
-        table, maxc = kernels._bracket(consts.bounds32)
+        table, maxc = luts.bracket(consts.bounds32)
         assert table is not None and maxc <= 4, (bits, maxc)
+
+
+def test_kernel_config_is_a_checked_value():
+    assert kernels.DEFAULT_CONFIG == KernelConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        kernels.DEFAULT_CONFIG.lut_min_bits = 1
+    for bad in ({"lut_min_bits": 0}, {"lut32_min_bits": 10}, {"block_bytes": 96}, {"num_warps": 0},
+                {"linear_max": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            KernelConfig(**bad)
+
+
+def test_one_cache_and_its_clear():
+    from fewbit_design.torch import clear_cache
+
+    consts = table_constants(hand_table(3, levelset=True), DEVICE)
+    first = luts.code_lut(consts.bounds32, consts.code_map, torch.bfloat16)
+    assert luts.code_lut(consts.bounds32, consts.code_map, torch.bfloat16) is first
+    clear_cache()
+    assert luts.code_lut(consts.bounds32, consts.code_map, torch.bfloat16) is not first
+    table = hand_table(2)
+    assert table_constants(table, DEVICE) is table_constants(table, DEVICE)
+    before = table_constants(table, DEVICE)
+    clear_cache()
+    assert table_constants(table, DEVICE) is not before
 
 
 def test_fused_y_exact_answers():
@@ -423,6 +448,24 @@ def test_backward_other_dtype_and_layout():
 # may differ from torch's build by an ulp: a tolerance unless fused_y_exact says exact
 _TOL = {torch.float32: (2e-6, 1e-6), torch.float16: (2e-3, 1e-5), torch.bfloat16: (1.6e-2, 1e-5)}
 
+# f(+inf), f(-inf) by the IEEE arithmetic of torch's CUDA formulas (which the kernel follows):
+# the reference at +-inf, since torch's CPU result there depends on the processor and dtype
+# (F.gelu(+inf) is NaN through the vectorised float32 / bfloat16 kernels, inf for float16)
+_AT_INF = {"relu": (math.inf, 0.0), "leaky_relu": (math.inf, -math.inf), "gelu": (math.inf, math.nan),
+           "gelu_tanh": (math.inf, math.nan), "silu": (math.inf, math.nan), "sigmoid": (1.0, 0.0),
+           "tanh": (1.0, -1.0)}
+
+
+def reference_y(act, x):
+    """torch's f(x) where x is finite (or NaN: NaN), _AT_INF at +-inf; torch's on CUDA, where
+    the kernel is compared bit for bit."""
+    want = TORCH_FORWARD[act](x, **PARAMS.get(act, {}))
+    if x.is_cuda:
+        return want
+    pos, neg = _AT_INF[act]
+    want = torch.where(x == math.inf, torch.tensor(pos, dtype=x.dtype), want)
+    return torch.where(x == -math.inf, torch.tensor(neg, dtype=x.dtype), want)
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", sorted(FUSED_ACTIVATIONS))
@@ -431,7 +474,7 @@ def test_fused_y_matches_torch(act, dtype):
     consts = table_constants(table, DEVICE)
     x = inputs(table, 1023, dtype, seed=5).view(31, 33)
     y, packed = fused_forward(x, consts.bounds32, None, 2, act, PARAMS.get(act))
-    want = TORCH_FORWARD[act](x, **PARAMS.get(act, {}))
+    want = reference_y(act, x)
     assert y.dtype == dtype and y.shape == x.shape
     assert_equal(packed, pack_codes(plain_codes(x, consts), 2))
     exact = act in ("relu", "leaky_relu") or (

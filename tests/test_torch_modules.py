@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import fewbit_design.torch as ft  # noqa: E402
-from fewbit_design.design import design  # noqa: E402
+from fewbit_design.designer import design  # noqa: E402
 from fewbit_design.errors import FewbitError  # noqa: E402
 
 # (few-bit module, the torch reference computing the same f)

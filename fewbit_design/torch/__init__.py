@@ -8,12 +8,14 @@ Activations whose forward is exact and whose backward keeps only a b-bit code pe
 """
 
 from .convert import activation_of, convert, unconvert
-from .functional import FewbitFunction, fewbit_activation, torch_activation
+from .functional import FewbitFunction, fewbit_activation
 from .modules import (CELU, ELU, GELU, SELU, FewbitActivation, Hardsigmoid, Hardswish, Hardtanh,
                       LeakyReLU, LogSigmoid, Mish, QuickGELU, ReLU, ReLU6, Sigmoid, SiLU, Softplus,
                       Softsign, SquaredReLU, Tanh, Tanhshrink, make_module)
 from .packing import pack_codes, packed_nbytes, unpack_codes
-from .tables import check_table, default_table, load_table
+from .reference import torch_activation
+from .kernels import DEFAULT_CONFIG, KernelConfig
+from .tables import check_table, clear_cache, default_table, load_table
 
 __all__ = [
     # functional
@@ -25,7 +27,9 @@ __all__ = [
     # model conversion
     "convert", "unconvert", "activation_of",
     # tables
-    "default_table", "load_table", "check_table",
+    "default_table", "load_table", "check_table", "clear_cache",
+    # fused kernel settings
+    "KernelConfig", "DEFAULT_CONFIG",
     # packing
     "pack_codes", "unpack_codes", "packed_nbytes",
 ]

@@ -9,8 +9,8 @@ patterns (as int16 and uint16 arrays: the array's dtype tells the kernels the fo
 widened to float32 exactly, as `x.float()` does. Codes count #(bounds32 <= x), NaN last, as
 the torch path does (float64 stays on the torch path):
   <= 32 intervals   code = map[0] + sum_i [!(x < b_i)] * (map[i+1] - map[i])  (mod 256)
-  more, 16-bit x    the code of every bit pattern (lut._lut, built by the torch path itself)
-  more, float32     lut._bracket: per top 16 bits of x the first interval and the few bounds
+  more, 16-bit x    the code of every bit pattern (lut.code_lut, built by the torch path itself)
+  more, float32     lut.bracket: per top 16 bits of x the first interval and the few bounds
                     among its values (the fused kernel's table); where bounds crowd, a
                     branch-free binary search over bounds padded with +inf to 2^j - 1
 Work goes in blocks of _BLOCK elements (a multiple of 8: a block owns whole bytes of every
@@ -34,6 +34,9 @@ from numba.extending import intrinsic, overload
 
 from .._jit import _load_cached
 from . import lut
+from .packing import pack_codes, unpack_codes
+from .reference import encode as reference_encode
+from .tables import cached
 
 __all__ = ["serves", "encode", "decode", "warm_up"]
 
@@ -195,7 +198,7 @@ def _encode_block(x, bounds, cmap, table, bits, out, blk):
         for e in range(k):
             codes[e] = np.uint8(acc[e] & 0xFF)
     elif table.size:
-        # float32 x, bracket table (lut._bracket): for x's top 16 bits, entry = base << 4 | count;
+        # float32 x, bracket table (lut.bracket): for x's top 16 bits, entry = base << 4 | count;
         # interval = base + #{j < count : b[base + j] <= x}
         for e in range(k):
             xe = v[e]
@@ -330,15 +333,15 @@ def _constants(dtype, bounds32, code_map):
         cmap = np.arange(m, dtype=np.uint8) if code_map is None else code_map.numpy()
         table = _EMPTY
         if m > _COMPARE_MAX and dtype != torch.float32:
-            table = lut._lut(bounds32, code_map, dtype).numpy().astype(np.int16)
-        elif m > _COMPARE_MAX and lut._bracket(bounds32)[0] is not None:
-            table = lut._bracket(bounds32)[0].numpy()
+            table = lut.code_lut(bounds32, code_map, dtype).numpy().astype(np.int16)
+        elif m > _COMPARE_MAX and lut.bracket(bounds32)[0] is not None:
+            table = lut.bracket(bounds32)[0].numpy()
         elif m > _COMPARE_MAX:
             pad = (1 << bounds.size.bit_length()) - 1 - bounds.size
             bounds = np.concatenate([bounds, np.full(pad, np.inf, np.float32)])
         return np.ascontiguousarray(bounds, np.float32), np.ascontiguousarray(cmap, np.uint8), table
 
-    return lut._cached(("cpu", dtype), tensors, build)
+    return cached(("cpu", dtype), tensors, build)
 
 
 def encode(x: torch.Tensor, bounds32, code_map, bits: int) -> torch.Tensor:
@@ -350,10 +353,7 @@ def encode(x: torch.Tensor, bounds32, code_map, bits: int) -> torch.Tensor:
     if n:
         bounds, cmap, table = _constants(x.dtype, bounds32, code_map)
         if not _launch("encode", n, _AS_NUMPY[x.dtype](flat), bounds, cmap, table, bits, out.numpy()):
-            from .functional import _encode
-            from .packing import pack_codes
-
-            return pack_codes(_encode(x, bounds32, None, code_map), bits)
+            return pack_codes(reference_encode(x, bounds32, None, code_map), bits)
     return out
 
 
@@ -366,8 +366,6 @@ def decode(packed: torch.Tensor, grad_y: torch.Tensor, levels: torch.Tensor, bit
         to_numpy = _AS_NUMPY[g.dtype]
         if not _launch("decode", n, packed.numpy(), to_numpy(g.view(-1)), levels.numpy(), bits,
                        to_numpy(out.view(-1))):
-            from .packing import unpack_codes
-
             scale = levels.index_select(0, unpack_codes(packed, bits, n).int()).view(g.shape)
             return (g.float() * scale).to(g.dtype)
     return out

@@ -1,15 +1,15 @@
 """Fused Triton kernels: activation + coding + bit-plane packing forward, unpack + lookup backward.
 
 forward:  y = f(x) (optional);  code = code_map[#{bounds32 <= x}];  packed planes (packing.py layout)
-          (16-bit x at bits >= _LUT_MIN_BITS: code = lut[bit pattern of x], the same codes;
-          float32 x at bits >= _LUT32_MIN_BITS: the count starts from a table indexed by the top
+          (16-bit x at bits >= config.lut_min_bits: code = lut[bit pattern of x], the same codes;
+          float32 x at bits >= config.lut32_min_bits: the count starts from a table indexed by the top
           16 bits of x and compares x only with the bounds inside that prefix's range)
 backward: grad_in = grad_out * levels[code]   (fp32 math, stored in grad_out's dtype)
 
 Each program owns BYTES consecutive bytes of every plane, i.e. the BLOCK = 8 * BYTES elements
 8k .. 8k + BLOCK - 1, held as a (BYTES, 8) tile: row r is byte r of each plane, column j is
-bit j. The bytes equal ``pack_codes(codes, bits)`` exactly; the plain torch path in
-functional.py is the oracle in the tests.
+bit j. The bytes equal ``pack_codes(codes, bits)`` exactly; the plain torch path (reference.py) is
+the oracle in the tests.
 
 Inputs are float16, bfloat16 or float32 (fp16/bf16 -> fp32 is exact, so comparing against the
 float32 bounds, rounded up, gives the table's interval); float64 stays on the torch path.
@@ -28,8 +28,9 @@ import os
 
 import torch
 
-from .lut import _bracket, _lut, _padded
+from .lut import bracket, code_lut, padded
 from .packing import _check_bits, packed_nbytes
+from .reference import TORCH_FORWARD
 
 try:
     import triton
@@ -38,7 +39,8 @@ try:
 except ImportError:  # torch without Triton: the module imports, triton_available() is False
     triton = tl = libdevice = None
 
-__all__ = ["fused_forward", "fused_backward", "fused_y_exact", "triton_available", "FUSED_ACTIVATIONS"]
+__all__ = ["fused_forward", "fused_backward", "fused_y_exact", "triton_available", "FUSED_ACTIVATIONS",
+           "KernelConfig", "DEFAULT_CONFIG"]
 
 # activation name -> ACT id of the forward kernel (0: y is computed by torch, not here)
 FUSED_ACTIVATIONS = {"relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4, "sigmoid": 5, "tanh": 6,
@@ -49,18 +51,54 @@ _LIBDEVICE_ACTS = (2, 3, 4, 5, 6)
 _ACT_PARAM = {"leaky_relu": "negative_slope"}
 
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_GPU_BYTES, _GPU_WARPS = 128, 4     # 1024 elements per program (measured on an H200)
-_INTERP_MAX_BYTES = 1024            # the interpreter is fastest with few, large programs
-_LINEAR_MAX = 1                     # up to this many bounds, compare with each; else binary search
-# fp16/bf16 from this many bits: one table gather instead of the search. H200, bf16 GELU, 2^28:
-# search / LUT forward 496 / 563 us at 1 bit, 562 / 564 at 2, 620 / 536 at 3, 1026 / 571 at 8
-_LUT_MIN_BITS = 3
 _LUT_DTYPES = (torch.float16, torch.bfloat16)
-# float32 from this many bits: one gather from the prefix table (lut._bracket), then compares
-# with the rare bounds inside the prefix, instead of the search. H200, fp32 GELU, 2^28, search /
-# table forward: 577 / 794 us at 1 bit, 718 / 840 at 4, 873 / 947 at 6, 946 / 880 at 7,
-# 1171 / 888 at 8 (native 518): the 128 KiB table costs more than a short search
-_LUT32_MIN_BITS = 7
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """How the fused kernels launch and find codes: a value passed in, never a global to assign.
+
+    The defaults (DEFAULT_CONFIG) are measured on an H200; benchmarks/kernels.py --tune times
+    others. A config changes speed only: every choice gives the same bytes and gradients.
+
+    Attributes
+    ----------
+    lut_min_bits : float16 / bfloat16 x from this many bits: one gather from the 65536-entry
+        table of codes instead of the search. H200, bf16 GELU, 2^28, search / LUT forward:
+        496 / 563 us at 1 bit, 562 / 564 at 2, 620 / 536 at 3, 1026 / 571 at 8.
+    lut32_min_bits : float32 x from this many bits: one gather from the prefix table
+        (lut.bracket), then compares with the rare bounds inside the prefix, instead of the
+        search. H200, fp32 GELU, 2^28, search / table forward: 577 / 794 us at 1 bit, 718 / 840
+        at 4, 873 / 947 at 6, 946 / 880 at 7, 1171 / 888 at 8 (native 518): the 128 KiB table
+        costs more than a short search. 9 turns a table off.
+    block_bytes, num_warps : on the GPU, bytes of each plane per program (8 * block_bytes
+        elements: 1024 measured best on an H200) and warps per program.
+    linear_max : up to this many bounds, compare with each; else binary search.
+    interp_max_bytes : the interpreter is fastest with few, large programs: bytes per program
+        there, at most.
+    """
+
+    lut_min_bits: int = 3
+    lut32_min_bits: int = 7
+    block_bytes: int = 128
+    num_warps: int = 4
+    linear_max: int = 1
+    interp_max_bytes: int = 1024
+
+    def __post_init__(self):
+        for name in ("lut_min_bits", "lut32_min_bits"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 9:
+                raise ValueError(f"KernelConfig.{name} must be an integer in 1..9 (9: never), got {v!r}")
+        for name in ("block_bytes", "num_warps", "interp_max_bytes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v & (v - 1):
+                raise ValueError(f"KernelConfig.{name} must be a power of two, got {v!r}")
+        if isinstance(self.linear_max, bool) or not isinstance(self.linear_max, int) or self.linear_max < 0:
+            raise ValueError(f"KernelConfig.linear_max must be an integer >= 0, got {self.linear_max!r}")
+
+
+DEFAULT_CONFIG = KernelConfig()
 
 
 def _jit(fn):
@@ -334,13 +372,13 @@ def triton_available(device) -> bool:
     return device.type == "cpu" and _interpreted()
 
 
-def _options(act_id: int) -> dict:
+def _options(act_id: int, config: KernelConfig) -> dict:
     """Launch options beside the grid: num_warps, and on the GPU the float semantics of torch's
     CUDA build (nvcc's defaults): fma contraction on, no flush-to-zero inside libdevice, and the
     libdevice of the toolkit torch was built with where it is installed."""
     if _interpreted():
         return {"INTERP": True}
-    opts = {"INTERP": False, "num_warps": _GPU_WARPS, "enable_fp_fusion": True}
+    opts = {"INTERP": False, "num_warps": config.num_warps, "enable_fp_fusion": True}
     if "enable_reflect_ftz" in _cuda_option_names():
         opts["enable_reflect_ftz"] = False
     lib = _torch_libdevice() if act_id in _LIBDEVICE_ACTS else None
@@ -384,13 +422,13 @@ def _torch_libdevice() -> str | None:
     return None
 
 
-def _grid(n: int) -> tuple[int, bool, bool, tuple]:
+def _grid(n: int, config: KernelConfig) -> tuple[int, bool, bool, tuple]:
     """BYTES per program (8 * BYTES elements), EVEN (no tail), I64 (int64 offsets), grid."""
     nbytes = (n + 7) // 8
     if _interpreted():
-        block = min(triton.next_power_of_2(nbytes), _INTERP_MAX_BYTES)
+        block = min(triton.next_power_of_2(nbytes), config.interp_max_bytes)
     else:
-        block = _GPU_BYTES
+        block = config.block_bytes
     return block, n % (8 * block) == 0, n + 8 * block >= 2 ** 31, (triton.cdiv(nbytes, block),)
 
 
@@ -402,7 +440,8 @@ def _check_tensor(t: torch.Tensor, what: str) -> None:
 
 
 def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tensor | None, bits: int,
-                  act: str | None = None, params: dict | None = None):
+                  act: str | None = None, params: dict | None = None, *,
+                  config: KernelConfig = DEFAULT_CONFIG):
     """f(x) (optional) and the packed b-bit codes of x, in one pass over x.
 
     Parameters
@@ -419,6 +458,8 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
         A key of FUSED_ACTIVATIONS to compute y = f(x) in the kernel; None computes only codes.
     params : dict, optional
         The activation's parameters (leaky_relu: negative_slope).
+    config : KernelConfig, optional
+        Launch settings and the bits from which a table replaces the search (same bytes).
 
     Returns
     -------
@@ -428,8 +469,8 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
 
     Notes
     -----
-    float16 / bfloat16 x at bits >= _LUT_MIN_BITS looks its codes up in a 65536-entry table,
-    built by the first call per (bounds32, code_map, dtype); float32 x at bits >= _LUT32_MIN_BITS
+    float16 / bfloat16 x at bits >= config.lut_min_bits looks its codes up in a 65536-entry table,
+    built by the first call per (bounds32, code_map, dtype); float32 x at bits >= config.lut32_min_bits
     starts from a 65536-entry prefix table built per bounds32: make the first call outside
     CUDA graph capture.
     """
@@ -447,14 +488,14 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
         return y, packed
     act_id = FUSED_ACTIVATIONS[act] if act is not None else 0
     param = float((params or {}).get(_ACT_PARAM.get(act, ""), 0.0))
-    block, even, i64, grid = _grid(n)
+    block, even, i64, grid = _grid(n, config)
     nb = bounds32.numel()
     cmap = code_map if code_map is not None else packed  # never read when contiguous
     kind, lut, maxc = 0, packed, 0                        # kind 0: the search (lut never read)
-    if x.dtype in _LUT_DTYPES and bits >= _LUT_MIN_BITS:
-        kind, lut = 16, _lut(bounds32, code_map, x.dtype)
-    elif x.dtype == torch.float32 and bits >= _LUT32_MIN_BITS:
-        table, most = _bracket(bounds32)
+    if x.dtype in _LUT_DTYPES and bits >= config.lut_min_bits:
+        kind, lut = 16, code_lut(bounds32, code_map, x.dtype)
+    elif x.dtype == torch.float32 and bits >= config.lut32_min_bits:
+        table, most = bracket(bounds32)
         if table is not None:  # None where bounds crowd into one prefix's range: the search
             kind, lut, maxc = 32, table, most
     if kind == 16:
@@ -463,16 +504,16 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
     elif kind == 32:
         bounds = bounds32 if nb else x                    # x: never read (every count is 0)
     else:
-        bounds = x if nb == 0 else bounds32 if nb <= _LINEAR_MAX else _padded(bounds32)  # x: never read
+        bounds = x if nb == 0 else bounds32 if nb <= config.linear_max else padded(bounds32)  # x: never read
     _fewbit_forward_kernel[grid](
         x, y if y is not None else x, packed, bounds, cmap, lut, param, n, nbytes, ACT=act_id, BITS=bits,
-        NB=nb, LOG2=nb.bit_length(), LINEAR=nb <= _LINEAR_MAX, LEVELSET=code_map is not None and kind != 16,
-        LUT=kind, MAXC=maxc, BYTES=block, EVEN=even, I64=i64, **_options(act_id))
+        NB=nb, LOG2=nb.bit_length(), LINEAR=nb <= config.linear_max, LEVELSET=code_map is not None and kind != 16,
+        LUT=kind, MAXC=maxc, BYTES=block, EVEN=even, I64=i64, **_options(act_id, config))
     return y, packed
 
 
 def fused_backward(packed: torch.Tensor, grad_out: torch.Tensor, levels: torch.Tensor, bits: int,
-                   *, dtype: torch.dtype | None = None) -> torch.Tensor:
+                   *, dtype: torch.dtype | None = None, config: KernelConfig = DEFAULT_CONFIG) -> torch.Tensor:
     """grad_out * levels[code] for the codes in `packed`, in one pass.
 
     Parameters
@@ -487,6 +528,8 @@ def fused_backward(packed: torch.Tensor, grad_out: torch.Tensor, levels: torch.T
         Code width b in 1..8.
     dtype : torch.dtype, optional
         dtype of the result (default grad_out's); the product is formed in float32.
+    config : KernelConfig, optional
+        Launch settings (block_bytes, num_warps).
 
     Returns
     -------
@@ -509,9 +552,9 @@ def fused_backward(packed: torch.Tensor, grad_out: torch.Tensor, levels: torch.T
     grad_in = torch.empty(grad_out.shape, dtype=out_dtype, device=grad_out.device)
     if n == 0:
         return grad_in
-    block, even, i64, grid = _grid(n)
+    block, even, i64, grid = _grid(n, config)
     _fewbit_backward_kernel[grid](packed, grad_out, grad_in, levels, n, nbytes, BITS=bits, BYTES=block,
-                                  EVEN=even, I64=i64, **_options(0))
+                                  EVEN=even, I64=i64, **_options(0, config))
     return grad_in
 
 
@@ -530,8 +573,6 @@ def _probe_values(dtype: torch.dtype) -> torch.Tensor:
 @functools.lru_cache(maxsize=None)
 @torch.no_grad()
 def _fused_y_exact(act: str, dtype: torch.dtype, device: torch.device, params: tuple) -> bool:
-    from .functional import TORCH_FORWARD  # functional imports this module
-
     x = _probe_values(dtype).to(device)
     y, _ = fused_forward(x, torch.zeros(0, device=device), None, 1, act, dict(params))
     with torch.autocast(device.type, enabled=False):

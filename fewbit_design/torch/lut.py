@@ -1,63 +1,43 @@
 """Tables the fused forward kernel reads, built once per table tensor with torch ops on its device.
 
-_padded   bounds32 padded with +inf for the binary search
-_lut      16-bit x: the code of every bit pattern (65536 uint8)
-_bracket  float32 x: per 16-bit prefix, the first interval of its values and how many bounds
+padded    bounds32 padded with +inf for the binary search
+code_lut  16-bit x: the code of every bit pattern (65536 uint8)
+bracket   float32 x: per 16-bit prefix, the first interval of its values and how many bounds
           lie among them (65536 int16), so the kernel compares with those few bounds only
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 
 import torch
 
-_CACHE_SIZE = 256   # tables kept (LUT 64 KiB, bracket table 128 KiB each)
+from .reference import encode
+from .tables import cached
+
 _COUNT_BITS = 4     # bracket entry = base << 4 | count in an int16: base < 2048, count < 16
 
-_CACHE: dict = {}
 
-
-def _cached(what: tuple, tensors: tuple, build):
-    """build(), once per `what` and state of `tensors` (address, size, version and storage).
-
-    Modules pass a fresh dtype view of a buffer on every call; it shares the buffer's storage
-    object (torch keeps one per storage), and a weakref to that tells it from a freed one
-    whose address was handed out again.
-    """
-    key = what + tuple((t.data_ptr(), t.numel(), t._version) for t in tensors)
-    storages = tuple(t.untyped_storage() for t in tensors)
-    hit = _CACHE.get(key)
-    if hit is None or any(ref() is not st for ref, st in zip(hit[0], storages)):
-        hit = _CACHE[key] = (tuple(weakref.ref(st) for st in storages), build())
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-    return hit[1]
-
-
-def _padded(bounds32: torch.Tensor) -> torch.Tensor:
+def padded(bounds32: torch.Tensor) -> torch.Tensor:
     """bounds32 padded with +inf to 2^k - 1 entries for the binary search (cached)."""
     nb = bounds32.numel()
     size = (1 << nb.bit_length()) - 1
     if size == nb:
         return bounds32
     pad = (size - nb,)
-    return _cached(("padded",), (bounds32,), lambda: torch.cat(
+    return cached(("padded",), (bounds32,), lambda: torch.cat(
         [bounds32, torch.full(pad, math.inf, dtype=torch.float32, device=bounds32.device)]))
 
 
-def _lut(bounds32: torch.Tensor, code_map: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """(65536,) uint8: entry p is the torch path's code (functional._encode) of the `dtype` value
+def code_lut(bounds32: torch.Tensor, code_map: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """(65536,) uint8: entry p is the torch path's code (reference.encode) of the `dtype` value
     with bit pattern p, so exact by construction; cached."""
     def build():
-        from .functional import _encode  # functional imports kernels, which imports this module
-
         # int16 i (pattern i mod 2^16) sits at position i + 2^15: roll by 2^15 to put it at its pattern
         ints = torch.arange(-(2 ** 15), 2 ** 15, dtype=torch.int32, device=bounds32.device).to(torch.int16)
-        return _encode(ints.view(dtype), bounds32, None, code_map).roll(2 ** 15)
+        return encode(ints.view(dtype), bounds32, None, code_map).roll(2 ** 15)
 
-    return _cached(("lut", dtype), (bounds32,) if code_map is None else (bounds32, code_map), build)
+    return cached(("lut", dtype), (bounds32,) if code_map is None else (bounds32, code_map), build)
 
 
 def _prefix_ends(device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +53,7 @@ def _prefix_ends(device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(lo.isnan(), hi, lo), torch.where(hi.isnan(), lo, hi)
 
 
-def _bracket(bounds32: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+def bracket(bounds32: torch.Tensor) -> tuple[torch.Tensor | None, int]:
     """(table, maxc) for float32 x; cached. Needs sorted bounds32 (TableConstants' are).
 
     For prefix p (the top 16 bits of x: sign, exponent, 7 mantissa bits), whose non-NaN values
@@ -93,4 +73,4 @@ def _bracket(bounds32: torch.Tensor) -> tuple[torch.Tensor | None, int]:
             return None, maxc
         return ((base << _COUNT_BITS) | count).to(torch.int16), maxc
 
-    return _cached(("bracket", bounds32.device), (bounds32,), build)
+    return cached(("bracket", bounds32.device), (bounds32,), build)

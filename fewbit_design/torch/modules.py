@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from ..table import Table
-from .functional import TORCH_FORWARD, _FLOAT_DTYPES, _apply
+from .functional import fewbit_apply
+from .reference import FLOAT_DTYPES, TORCH_FORWARD
 from .tables import TableConstants, canonical_params, resolve_table
 
 __all__ = ["FewbitActivation", "ReLU", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish",
@@ -61,9 +62,9 @@ class FewbitActivation(nn.Module):
         self.register_buffer("_levels", c.levels.view(torch.int32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype not in _FLOAT_DTYPES:
+        if x.dtype not in FLOAT_DTYPES:
             raise TypeError(f"fewbit activations take a floating tensor, got {x.dtype}")
-        return _apply(x, self.activation, self.params, self.bits, self._bounds32.view(torch.float32),
+        return fewbit_apply(x, self.activation, self.params, self.bits, self._bounds32.view(torch.float32),
                       self._bounds64.view(torch.float64), self._code_map, self._levels.view(torch.float32))
 
     def _args_repr(self) -> str:

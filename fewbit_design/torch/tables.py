@@ -1,10 +1,12 @@
-"""Tables for the runtime: default tables, table files, matching checks, device constants."""
+"""Tables for the runtime (Table -> runtime step): default tables, table files, matching checks,
+device constants, and the runtime's one cache of device tensors."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -14,8 +16,8 @@ from ..activations import get_activation
 from ..errors import FewbitError
 from ..table import Table
 
-__all__ = ["default_table", "load_table", "resolve_table", "check_table", "table_constants",
-           "DEFAULT_BITS", "DEFAULT_DISTRIBUTION"]
+__all__ = ["default_table", "load_table", "resolve_table", "check_table", "table_constants", "cached",
+           "clear_cache", "DEFAULT_BITS", "DEFAULT_DISTRIBUTION"]
 
 DEFAULT_BITS = 3
 DEFAULT_DISTRIBUTION = "normal:0,1"
@@ -52,7 +54,7 @@ def load_table(source) -> Table:
 @functools.lru_cache(maxsize=None)
 def _default_table(activation: str, bits: int, params: tuple) -> Table:
     p = dict(params)
-    from ..design import design
+    from ..designer import design
     from ..shipped import shipped_table
 
     table = shipped_table(activation, bits, params=p, distribution=DEFAULT_DISTRIBUTION)
@@ -135,27 +137,42 @@ class TableConstants:
         self.levels = torch.from_numpy(table.levels.astype(np.float32)).to(device)
 
 
-class _PerTable:
-    def __init__(self, table: Table):
-        self.table = table  # keeps id(table) valid while cached
-        self.devices: dict = {}
-
-
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 512
-
-
 def table_constants(table: Table, device) -> TableConstants:
-    """The cached TableConstants of `table` on `device` (LRU over tables)."""
+    """The cached TableConstants of `table` on `device`."""
     device = torch.device(device)
-    entry = _CACHE.get(id(table))
-    if entry is None or entry.table is not table:
-        entry = _CACHE[id(table)] = _PerTable(table)
-        while len(_CACHE) > _CACHE_SIZE:
+    return cached(("constants", device), (table,), lambda: TableConstants(table, device))
+
+
+# -- the runtime's one cache ------------------------------------------------------------
+
+CACHE_SIZE = 512   # entries: TableConstants (a few small tensors), code tables 64 KiB, prefix tables 128 KiB
+_CACHE: OrderedDict = OrderedDict()
+
+
+def cached(what: tuple, owners: tuple, build):
+    """build(), once per `what` and per state of `owners` (Tables or tensors); least recently
+    used entries go first.
+
+    A Table is keyed by its id, a tensor by address, size and version (an in-place change
+    rebuilds). Each owner is also held by weak reference (a tensor by its storage), which tells
+    a live owner from a freed one whose id or address was handed out again. Modules pass a fresh
+    dtype view of a buffer on every call; it shares the buffer's storage object (torch keeps one
+    per storage), so it hits.
+    """
+    key = what + tuple((o.data_ptr(), o.numel(), o._version) if isinstance(o, torch.Tensor) else (id(o),)
+                       for o in owners)
+    referents = tuple(o.untyped_storage() if isinstance(o, torch.Tensor) else o for o in owners)
+    hit = _CACHE.get(key)
+    if hit is None or any(ref() is not r for ref, r in zip(hit[0], referents)):
+        hit = _CACHE[key] = (tuple(weakref.ref(r) for r in referents), build())
+        while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     else:
-        _CACHE.move_to_end(id(table))
-    consts = entry.devices.get(device)
-    if consts is None:
-        consts = entry.devices[device] = TableConstants(table, device)
-    return consts
+        _CACHE.move_to_end(key)
+    return hit[1]
+
+
+def clear_cache() -> None:
+    """Drop every cached device tensor (table constants, code and prefix tables); they are
+    rebuilt on next use. For tests, or to free device memory after many tables."""
+    _CACHE.clear()
