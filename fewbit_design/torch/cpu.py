@@ -115,18 +115,19 @@ def _narrow_impl(f, like):
             sign = (u >> np.uint32(16)) & np.uint32(0x8000)
             a = u & np.uint32(0x7FFFFFFF)
             if a > np.uint32(0x7F800000):
-                h = np.uint32(0x7E00)
-            elif a >= np.uint32(0x477FF000):     # >= 65520 rounds to inf
-                h = np.uint32(0x7C00)
-            elif a >= np.uint32(0x38800000):     # normal half: rebias, round 23 -> 10 bits
+                return np.uint16(np.uint32(0x7E00) | sign)
+            if a >= np.uint32(0x477FF000):       # >= 65520 rounds to inf
+                return np.uint16(np.uint32(0x7C00) | sign)
+            if a >= np.uint32(0x38800000):       # normal half: rebias, round 23 -> 10 bits
                 h = (a - np.uint32(0x38000000) + np.uint32(0xFFF) + ((a >> np.uint32(13)) & np.uint32(1))) >> np.uint32(13)
-            elif a < np.uint32(0x33000000):      # <= 2^-25 rounds to 0 (the tie to even 0)
-                h = np.uint32(0)
-            else:                                # subnormal half: m * 2^(e-150) in units of 2^-24
-                s = np.uint32(126) - (a >> np.uint32(23))
-                m = (a & np.uint32(0x7FFFFF)) | np.uint32(0x800000)
-                h = (m + (np.uint32(1) << (s - np.uint32(1))) - np.uint32(1) + ((m >> s) & np.uint32(1))) >> s
-            return np.uint16(h | sign)
+                return np.uint16(h | sign)
+            if a < np.uint32(0x33000000):        # <= 2^-25 rounds to 0 (the tie to even 0)
+                return np.uint16(sign)
+            # subnormal half: m * 2^(e-150) in units of 2^-24, rounded to nearest even
+            s = np.uint32(126) - (a >> np.uint32(23))
+            m = (a & np.uint32(0x7FFFFF)) | np.uint32(0x800000)
+            r = (m + (np.uint32(1) << (s - np.uint32(1))) - np.uint32(1) + ((m >> s) & np.uint32(1))) >> s
+            return np.uint16(r | sign)
         return fp16
     return None
 
@@ -142,16 +143,17 @@ def _pack_block(codes, k, out, nbytes, lo, bits):
     nby = (k + 7) >> 3
     for e in range(k, nby * 8):
         codes[e] = 0
-    words = codes.view(np.int64)                 # 8 codes per word, code j in byte j
+    words = codes.view(np.uint64)                # 8 codes per word, code j in byte j
     base = lo >> 3
     for p in range(bits):
-        row = p * nbytes + base
+        plane = out[p * nbytes + base:p * nbytes + base + nby]     # a slice: no aliasing, vectorises
+        shift = np.uint64(p)
         for i in range(nby):
-            w = (words[i] >> p) & _ONES          # bit p of code j -> bit 8j
-            w = (w | (w >> 7)) & 0x0003000300030003
-            w = (w | (w >> 14)) & 0x0000000F0000000F
-            w = (w | (w >> 28)) & 0xFF           # bit 8j -> bit j
-            out[row + i] = np.uint8(w)
+            w = (words[i] >> shift) & np.uint64(_ONES)              # bit p of code j -> bit 8j
+            w = (w | (w >> np.uint64(7))) & np.uint64(0x0003000300030003)
+            w = (w | (w >> np.uint64(14))) & np.uint64(0x0000000F0000000F)
+            w = (w | (w >> np.uint64(28))) & np.uint64(0xFF)      # bit 8j -> bit j
+            plane[i] = np.uint8(w)
 
 
 def _floats(x, lo, k, buf):
@@ -184,17 +186,24 @@ def _encode_block(x, bounds, cmap, table, bits, out, blk):
         return
     v = _floats(x, lo, k, np.empty(_BLOCK, np.float32))
     if m <= _COMPARE_MAX:
-        # code = map[interval]: start at map[0], add map[i+1] - map[i] for each b_i <= x
-        # (int32 lanes vectorise; NaN counts every bound, so it lands last)
+        # code = map[interval]: start at map[0], add map[i+1] - map[i] for each b_i <= x; four
+        # bounds per pass over the block (bounds padded with +inf to a multiple of 4, steps 0),
+        # int32 lanes vectorise; NaN counts every bound (steps of the padding are 0), so lands last
+        step = np.zeros(_COMPARE_MAX + 3, np.int32)
+        for i in range(m - 1):
+            step[i] = np.int32(cmap[i + 1]) - np.int32(cmap[i])
         acc = np.empty(_BLOCK, np.int32)
         c0 = np.int32(cmap[0])
         for e in range(k):
             acc[e] = c0
-        for i in range(m - 1):
-            b = bounds[i]
-            d = np.int32(cmap[i + 1]) - np.int32(cmap[i])
+        for i in range(0, m - 1, 4):
+            b0, b1, b2, b3 = bounds[i], bounds[i + 1], bounds[i + 2], bounds[i + 3]
+            d0, d1, d2, d3 = step[i], step[i + 1], step[i + 2], step[i + 3]
+            zero = np.int32(0)
             for e in range(k):
-                acc[e] += np.int32(0) if v[e] < b else d
+                ve = v[e]
+                acc[e] += (((zero if ve < b0 else d0) + (zero if ve < b1 else d1))
+                           + ((zero if ve < b2 else d2) + (zero if ve < b3 else d3)))
         for e in range(k):
             codes[e] = np.uint8(acc[e] & 0xFF)
     elif table.size:
@@ -233,19 +242,32 @@ def _decode_block(packed, g, levels, bits, out, blk):
     nby = (k + 7) >> 3
     nbytes = (n + 7) >> 3
     codes = np.zeros(_BLOCK, np.uint8)
-    words = codes.view(np.int64)
+    words = codes.view(np.uint64)                # 8 codes per word, code j in byte j
     base = lo >> 3
     for p in range(bits):
-        row = p * nbytes + base
+        plane = packed[p * nbytes + base:p * nbytes + base + nby]   # a slice: no aliasing, vectorises
+        shift = np.uint64(p)
         for i in range(nby):
-            w = np.int64(packed[row + i])
-            w = (w | (w << 28)) & 0x0000000F0000000F   # bit j -> bit 8j
-            w = (w | (w << 14)) & 0x0003000300030003
-            w = (w | (w << 7)) & _ONES
-            words[i] |= w << p
-    for e in range(k):
-        # grad_x = float32(grad_y) * level, in x's format
-        out[lo + e] = _narrow(np.float32(_widen(g[lo + e])) * levels[codes[e]], out[0])
+            w = np.uint64(plane[i])
+            w = (w | (w << np.uint64(28))) & np.uint64(0x0000000F0000000F)   # bit j -> bit 8j
+            w = (w | (w << np.uint64(14))) & np.uint64(0x0003000300030003)
+            w = (w | (w << np.uint64(7))) & np.uint64(_ONES)
+            words[i] |= w << shift
+    gs, os, like = g[lo:lo + k], out[lo:lo + k], out[lo]   # like: out's scalar type, read once
+    if bits <= 3:
+        # level by a select tree on the code's bits (vectorises; a gather does not, or slowly)
+        top = levels.size - 1
+        l0, l1, l2, l3 = levels[0], levels[min(1, top)], levels[min(2, top)], levels[min(3, top)]
+        l4, l5, l6, l7 = levels[min(4, top)], levels[min(5, top)], levels[min(6, top)], levels[min(7, top)]
+        for e in range(k):
+            c = codes[e]
+            lo2 = (l3 if c & 1 else l2) if c & 2 else (l1 if c & 1 else l0)
+            hi2 = (l7 if c & 1 else l6) if c & 2 else (l5 if c & 1 else l4)
+            # grad_x = float32(grad_y) * level, in x's format
+            os[e] = _narrow(np.float32(_widen(gs[e])) * (hi2 if c & 4 else lo2), like)
+    else:
+        for e in range(k):
+            os[e] = _narrow(np.float32(_widen(gs[e])) * levels[codes[e]], like)
 
 
 def _encode_blocks(x, bounds, cmap, table, bits, out):
@@ -332,11 +354,13 @@ def _constants(dtype, bounds32, code_map):
         m = bounds.size + 1
         cmap = np.arange(m, dtype=np.uint8) if code_map is None else code_map.numpy()
         table = _EMPTY
-        if m > _COMPARE_MAX and dtype != torch.float32:
+        if m <= _COMPARE_MAX:     # four compares per pass: pad with +inf to a multiple of 4
+            bounds = np.concatenate([bounds, np.full(-(m - 1) % 4, np.inf, np.float32)])
+        elif dtype != torch.float32:
             table = lut.code_lut(bounds32, code_map, dtype).numpy().astype(np.int16)
-        elif m > _COMPARE_MAX and lut.bracket(bounds32)[0] is not None:
+        elif lut.bracket(bounds32)[0] is not None:
             table = lut.bracket(bounds32)[0].numpy()
-        elif m > _COMPARE_MAX:
+        else:
             pad = (1 << bounds.size.bit_length()) - 1 - bounds.size
             bounds = np.concatenate([bounds, np.full(pad, np.inf, np.float32)])
         return np.ascontiguousarray(bounds, np.float32), np.ascontiguousarray(cmap, np.uint8), table
