@@ -30,8 +30,8 @@ mkdir -p "$OUT"
 import torch, triton
 from fewbit_design.torch import kernels
 print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available(),
-      'interpreted', kernels._interpreted(), 'triton_available(cuda)', kernels.triton_available('cuda'),
-      'libdevice', kernels._torch_libdevice(), kernels.DEFAULT_CONFIG)
+      'interpreted', kernels.interpreted(), 'triton_available(cuda)', kernels.triton_available('cuda'),
+      'libdevice', kernels.torch_libdevice(), kernels.DEFAULT_CONFIG)
 " || echo "STEP FAILED: import check"
 
   XDIST=""

@@ -122,7 +122,7 @@ def exactness_table():
     for act in FUSED_ACTIVATIONS:
         cells = []
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            x = kernels._probe_values(dtype).to(DEVICE)
+            x = kernels.probe_values(dtype).to(DEVICE)
             y, _ = fused_forward(x, consts.bounds32, None, 3, act, PARAMS.get(act))
             bad = bit_equal(y, TORCH_FORWARD[act](x, **PARAMS.get(act, {})))
             cells.append("exact" if bad == 0 else f"{bad} of {x.numel()} differ")
@@ -208,12 +208,12 @@ def main(argv):
     if not torch.cuda.is_available() or not triton_available("cuda"):
         print("benchmarks/kernels.py: CUDA (and Triton) required; nothing to do on this machine.")
         return 0
-    if kernels._interpreted():
+    if kernels.interpreted():
         print("benchmarks/kernels.py: TRITON_INTERPRET=1 is set; unset it to time compiled kernels.")
         return 0
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"triton {__import__('triton').__version__}")
-    print("libdevice for the transcendental activations:", kernels._torch_libdevice() or "Triton's own")
+    print("libdevice for the transcendental activations:", kernels.torch_libdevice() or "Triton's own")
     exactness_table()
     if "--tune" in argv:
         tuning_table()

@@ -1,4 +1,4 @@
-"""Helpers shared by the click commands: exit code 2 on bad input, one-line messages."""
+"""Command line helpers (front end): exit code 2 on bad input, one-line messages."""
 
 from __future__ import annotations
 

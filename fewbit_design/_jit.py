@@ -1,4 +1,4 @@
-"""numba entry points that start fast from a warm cache.
+"""numba entry points (for the DP and refinement steps) that start fast from a warm cache.
 
 A ``cache=True`` dispatcher that finds its machine code on disk still initialises numba's
 whole compiler first (``target_context.refresh()``: every typing and lowering registry, and

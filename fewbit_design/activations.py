@@ -1,4 +1,4 @@
-"""Activation registry: name -> f, its derivative f', the kinks of f' and the parameters.
+"""Activation registry (input step): name -> f, its derivative f', the kinks of f' and the parameters.
 
 Defaults and the value of f' at a kink follow torch.nn and torch.autograd (float64).
 Every f' here is evaluated stably: no overflow and no NaN for any finite x.
@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from .errors import FewbitError
+from .table import format_params
 
 __all__ = ["Activation", "ActivationSpec", "REGISTRY", "get_activation", "parse_params"]
 
@@ -235,7 +236,7 @@ class Activation:
         return hash((self.name, tuple(sorted(self.params.items()))))
 
     def __str__(self):
-        args = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        args = format_params(self.params)
         return f"{self.name}({args})" if args else self.name
 
     def _call(self, fn, x):
@@ -332,7 +333,7 @@ def _resolve_params(spec: ActivationSpec, params: Mapping[str, float] | None) ->
         values[key] = number
     problem = spec._check(**values)
     if problem:
-        got = ", ".join(f"{k}={v:g}" for k, v in values.items())
+        got = format_params(values)
         raise FewbitError(f"activation {spec.name!r}: {problem} (got {got})")
     return values
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .designer import design, distribution_of, evaluate
-from .table import Table
+from .table import Table, format_params
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def check_table(table, *, against: str | None = "auto") -> CheckReport:
     mse, rel = evaluate(table)
     total = mse / rel if rel > 0 else (table.mse / table.relative_error if table.relative_error > 0 else 1.0)
     floor = 1e-15 * total                       # below this an mse is round-off
-    lines = [f"{'table':<14}{table.activation}{_params(table.params)}, {table.bits} bits, {dist.spec}, "
+    lines = [f"{'table':<14}{table.activation}{_in_parens(table.params)}, {table.bits} bits, {dist.spec}, "
              f"{table.partition} partition, {table.n_intervals} intervals, {table.levels.size} levels",
              f"{'stored':<14}relative error {table.relative_error:.12e}  mse {table.mse:.12e}"]
     problems = []
@@ -76,6 +76,5 @@ def check_table(table, *, against: str | None = "auto") -> CheckReport:
                        best)
 
 
-def _params(p: dict) -> str:
-    return "(" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()) + ")" \
-        if p else ""
+def _in_parens(p: dict) -> str:
+    return f"({format_params(p)})" if p else ""

@@ -1,4 +1,4 @@
-"""The fewbit-design command line: parse, call one library function, echo."""
+"""The fewbit-design command line (front end of every step): parse, call one library function, echo."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import sys
 
 import click
 
-from . import __version__
+from ._version import __version__
 from ._cli_util import InputError, handle_errors
+from .table import FORMATS, PARTITION_CHOICES, format_params
 
-OUTPUT_FORMATS = ("text", "json", "yaml", "npz", "csv", "h")
+OUTPUT_FORMATS = ("text", *FORMATS)
 
 
 class _Main(click.Group):
@@ -94,7 +95,7 @@ def run(argv=None) -> None:
                    "logistic[:loc,scale], t:df[,loc,scale], samples:FILE.")
 @click.option("-p", "--param", "params", multiple=True, metavar="K=V",
               help="Activation parameter, e.g. --param alpha=0.2 (repeatable).")
-@click.option("--partition", type=click.Choice(["contiguous", "levelset", "auto"]), default="auto",
+@click.option("--partition", type=click.Choice(PARTITION_CHOICES), default="auto",
               show_default=True, help="contiguous: one interval per code; levelset: a code may "
                                       "cover several intervals; auto: the better of the two.")
 @click.option("--grid", type=int, default=None, help="Core grid cells for the DP [default: 1024].")
@@ -144,8 +145,8 @@ def _emit(table, fmt, output):
 
 def format_text(table) -> str:
     """A readable table: header, error, then one row per interval."""
-    params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in table.params.items())
-    dparams = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in table.dist_params.values())
+    params = format_params(table.params)
+    dparams = format_params(table.dist_params, ",", names=False)
     lines = [
         f"{table.activation}{'(' + params + ')' if params else ''}: {table.bits}-bit {table.partition} table "
         f"for inputs ~ {table.distribution}{':' + dparams if dparams else ''}",
@@ -178,7 +179,7 @@ def list_cmd():
 
     click.echo("Activations (fewbit-design NAME --bits B [--param K=V]):")
     for name, spec in REGISTRY.items():
-        params = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items())
+        params = format_params(spec.defaults)
         click.echo(f"  {name:<14} {spec.doc}{'  [' + params + ']' if params else ''}")
     click.echo("  module:function[:derivative]  a custom vectorised numpy activation")
     click.echo("")

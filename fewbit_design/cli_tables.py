@@ -1,4 +1,4 @@
-"""Commands on table files: convert, check, sweep, plot. Registered by cli.py via COMMANDS."""
+"""Command line on table files (front end of the file, check, sweep and plot steps); cli.py registers COMMANDS."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ import sys
 import click
 
 from ._cli_util import InputError, handle_errors
-
-TABLE_FORMATS = ("json", "yaml", "npz", "csv", "h")
-PARTITIONS = ("contiguous", "levelset", "auto")
+from .table import FORMATS, PARTITION_CHOICES, PARTITIONS
 
 
 @click.command("convert")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-t", "--to", "to_fmt", type=click.Choice(TABLE_FORMATS), default=None,
+@click.option("-t", "--to", "to_fmt", type=click.Choice(FORMATS), default=None,
               help="Output format [default: from -o's extension].")
-@click.option("--from", "from_fmt", type=click.Choice(TABLE_FORMATS), default=None,
+@click.option("--from", "from_fmt", type=click.Choice(FORMATS), default=None,
               help="Input format [default: from FILE's extension].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write here (atomically) instead of stdout.")
@@ -34,7 +32,6 @@ def convert(file, to_fmt, from_fmt, output):
       fewbit-design convert tables/normal_0_1/gelu-3bit-auto.json --to csv
     """
     from . import formats
-    from .io import atomic_write
 
     if to_fmt is None:
         if output is None:
@@ -42,8 +39,7 @@ def convert(file, to_fmt, from_fmt, output):
         to_fmt = formats.format_from_path(output)
     table = formats.read_table(file, from_fmt)
     if output:
-        stem = os.path.splitext(os.path.basename(output))[0]
-        atomic_write(output, formats.dumps(table, to_fmt, c_name=formats._c_identifier(f"fewbit_{stem}")))
+        formats.write_table(table, output, to_fmt)
         click.echo(f"wrote {output} ({to_fmt})", err=True)
     elif to_fmt == "npz":
         raise InputError("npz is binary: give -o FILE")
@@ -53,7 +49,7 @@ def convert(file, to_fmt, from_fmt, output):
 
 @click.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--against", type=click.Choice([*PARTITIONS, "same"]), default="auto", show_default=True,
+@click.option("--against", type=click.Choice([*PARTITION_CHOICES, "same"]), default="auto", show_default=True,
               help="Partition of the table to compare with: auto (the best), or 'same' as FILE's.")
 @click.option("--no-redesign", is_flag=True, help="Only validate and recompute the error.")
 @handle_errors
@@ -137,7 +133,7 @@ def plot():
 @click.argument("activations", nargs=-1, required=True)
 @click.option("-b", "--bits", default="1-8", show_default=True, help="Bit widths: 1-8, 1,2,4, ...")
 @click.option("-d", "--dist", "dists", multiple=True, help="Distribution spec (repeatable) [default: normal:0,1].")
-@click.option("--partition", "partitions", multiple=True, type=click.Choice(PARTITIONS),
+@click.option("--partition", "partitions", multiple=True, type=click.Choice(PARTITION_CHOICES),
               help="Partition(s) to draw (repeatable) [default: contiguous and levelset].")
 @click.option("-p", "--param", "params", multiple=True, metavar="K=V",
               help="Activation parameter for every ACTIVATION (repeatable).")
@@ -161,7 +157,7 @@ def plot_error_cmd(activations, bits, dists, partitions, params, output):
     from .sweep import parse_bits
 
     plot_error(list(activations), bits=parse_bits(bits), distributions=list(dists) or ["normal:0,1"],
-               partitions=list(partitions) or ["contiguous", "levelset"], params=parse_params(params),
+               partitions=list(partitions) or list(PARTITIONS), params=parse_params(params),
                path=output)
     click.echo(f"wrote {output}", err=True)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .discretize import GL_ORDER, bin_edges, interval_moments, levels_of, sample_levels_error, segments_error
+from .discretize import (GL_ORDER, Grid, SampleCells, bin_edges, interval_moments, levels_of, sample_levels_error,
+                         segments_error)
 from .dp import _exchange_refine_kernel, segment
 from .refine import refine_points
 
@@ -53,7 +54,7 @@ class ContiguousProblem:
         return d, slope, dens, fixed
 
 
-def contiguous_candidate(grid, k) -> Candidate:
+def contiguous_candidate(grid: Grid, k: int) -> Candidate:
     edges = grid.core_edges
     cuts = np.unique(segment(grid.core_prefix(), k))          # drop empty runs
     s_grid = merge_equal_levels(grid, edges[cuts[1:-1]])
@@ -74,7 +75,7 @@ def contiguous_candidate(grid, k) -> Candidate:
     return Candidate("contiguous", s, np.arange(s.size + 1), y, e, solver)
 
 
-def contiguous_samples_candidate(act, dist, cells, k, n) -> Candidate:
+def contiguous_samples_candidate(act, dist, cells: SampleCells, k: int, n: int) -> Candidate:
     P = cells.prefix()
     N = cells.values.size
     exact_n = int(np.sqrt(2 * DP_BUDGET / k))
@@ -95,7 +96,7 @@ def contiguous_samples_candidate(act, dist, cells, k, n) -> Candidate:
     return Candidate("contiguous", s, np.arange(s.size + 1), levels, mse, solver)
 
 
-def merge_equal_levels(grid, s):
+def merge_equal_levels(grid: Grid, s: np.ndarray) -> np.ndarray:
     """Remove boundaries between intervals with equal levels or without weight."""
     while s.size:
         S = interval_moments(grid, s)

@@ -1,4 +1,4 @@
-"""Cells and their moments: the exact, discretised form of the objective.
+"""Cells step: the exact, discretised form of the objective, its moments and the error quadrature.
 
 For a parametric weight w the real line is cut into cells aligned to the kinks of f' and w;
 each cell carries S0 = ∫w, S1 = ∫w f', S2 = ∫w f'² by Gauss–Legendre. The DP sees the

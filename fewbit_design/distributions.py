@@ -1,4 +1,4 @@
-"""Input weights w(x): parametric densities and empirical samples, parsed from spec strings.
+"""Input weights w(x) (input step): parametric densities and empirical samples, parsed from spec strings.
 
 Parametric families are location-scale: pdf(x) = p((x - loc) / scale) / scale. cdf is
 accurate (relatively) in the left tail and sf in the right tail; every family is symmetric

@@ -1,4 +1,4 @@
-"""Numba kernels: exact segmentation DPs over prefix moments.
+"""DP step: numba kernels for the exact segmentation DPs over prefix moments.
 
 All kernels take prefix sums P (3, n+1) of (w, w·v, w·v²) over n ordered cells; the cost
 of a run of cells [a, b) is its weighted variance S2 - S1²/S0, clamped at 0, and 0 when

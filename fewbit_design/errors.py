@@ -1,4 +1,4 @@
-"""The one exception type the library raises for bad user input."""
+"""The one exception type the library raises for bad user input (every step)."""
 
 
 class FewbitError(ValueError):

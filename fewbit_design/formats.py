@@ -20,10 +20,10 @@ import zipfile
 import numpy as np
 
 from .errors import FewbitError
+from ._version import __version__
 from .io import atomic_write
-from .table import Table
+from .table import FORMATS, Table
 
-FORMATS = ("json", "yaml", "npz", "csv", "h")
 EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".npz": "npz",
               ".csv": "csv", ".h": "h", ".cuh": "h"}
 ARRAYS = ("boundaries", "codes", "levels")
@@ -450,7 +450,6 @@ def _c_list(values, per_line: int) -> str:
 
 
 def _dump_header(d: dict, prefix: str) -> str:
-    from . import __version__
     meta = {k: v for k, v in d.items() if k not in ARRAYS}
     # '/' only occurs inside JSON strings, where '\/' is a valid escape: no '*/' can close the comment
     meta_json = json.dumps(meta, ensure_ascii=True).replace("/", "\\/")
@@ -530,7 +529,7 @@ def write_bundle(tables, path: str) -> str:
     d = {"format": BUNDLE_FORMAT, "version": 1,
          "tables": [t.to_dict() for t in sorted(tables, key=lambda t: (t.distribution, t.activation, t.bits))]}
     for t in d["tables"]:
-        t["solver"].pop("seconds", None)    # timing noise would rewrite the bundle on every sweep
+        t["solver"].pop("seconds", None)    # files of version 0.1.0 carried design()'s wall time
     data = (json.dumps(d, separators=(",", ":")) + "\n").encode()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:

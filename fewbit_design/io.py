@@ -1,4 +1,4 @@
-"""Atomic file writes: a failure never leaves half a file, an existing file stays intact."""
+"""Atomic file writes (file and plot steps): no failure leaves half a file or harms an existing one."""
 
 from __future__ import annotations
 

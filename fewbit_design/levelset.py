@@ -1,4 +1,4 @@
-"""Level-set tables: the optimal 2^b-level quantizer of V = f'(X), X ~ w.
+"""Level-set method (DP -> refinement step): the optimal 2^b-level quantizer of V = f'(X), X ~ w.
 
 A code may cover several intervals of x. The optimum is a weighted 1-D k-means of the
 derivative values: cells sorted by their mean f' are cut into runs by an exact Monge DP,
@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from .contiguous import Candidate
-from .discretize import (GL_ORDER, interval_moments, levels_of, pieces_error, sample_levels_error,
-                         snap_constant_levels)
+from .discretize import (GL_ORDER, Grid, SampleCells, interval_moments, levels_of, pieces_error,
+                         sample_levels_error, snap_constant_levels)
 from .dp import _exchange_refine_kernel, kmeans_segment
-from .refine import refine_points
+from .refine import Refinement, refine_points
 
 EXACT_SAMPLES = 65536     # unique samples up to which the value-space DP runs on every value
 
@@ -23,7 +23,7 @@ EXACT_SAMPLES = 65536     # unique samples up to which the value-space DP runs o
 class LevelSetProblem:
     """Thresholds in value space: runs are level sets {t_j <= f'(x) < t_j+1}, g(t) = t."""
 
-    def __init__(self, grid):
+    def __init__(self, grid: Grid):
         self.grid = grid
         self.fe = grid.act.df(grid.edges)          # f' at every cell edge, for bracketing
         lo, hi = float(self.fe.min()), float(self.fe.max())
@@ -31,7 +31,7 @@ class LevelSetProblem:
         self.bounds = (lo - self.scale, hi + self.scale)
         self._last = (None, None, None)
 
-    def roots(self, t):
+    def roots(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All (j, x) with f'(x) = t_j: threshold j crosses the monotone cell holding x."""
         key = t.tobytes()
         if key != self._last[0]:
@@ -44,7 +44,7 @@ class LevelSetProblem:
             self._last = (key, j, x)
         return self._last[1], self._last[2]
 
-    def partition(self, t):
+    def partition(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boundaries (ascending roots of f' = t_j over all j) and the code of each interval."""
         e = self.grid.edges
         roots = np.unique(self.roots(t)[1])
@@ -53,13 +53,13 @@ class LevelSetProblem:
         keep = np.concatenate([[True], codes[1:] != codes[:-1]])
         return roots[keep[1:]], codes[keep]
 
-    def moments(self, t):
+    def moments(self, t: np.ndarray) -> np.ndarray:
         """(3, len(t)+1) moments ∫ w f'^p over each level set."""
         s, codes = self.partition(t)
         S = interval_moments(self.grid, s)
         return np.stack([np.bincount(codes, weights=S[p], minlength=t.size + 1) for p in range(3)])
 
-    def evaluate(self, t, S):
+    def evaluate(self, t: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """g = t, slope 1, density of V at t: Σ over the roots x of f'(x) = t of w(x)/|f''(x)|."""
         act, dist = self.grid.act, self.grid.dist
         j, x = self.roots(t)
@@ -72,7 +72,7 @@ class LevelSetProblem:
         return t, np.ones_like(t), dens, ~(dens > 0)
 
 
-def design_levelset_grid(grid, k):
+def design_levelset_grid(grid: Grid, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact level-set optimum over unions of grid cells: (boundaries, codes, levels)."""
     m = np.diff(grid.cum, axis=1)                              # (3, N) per-cell moments
     live = np.flatnonzero(m[0] > 0)
@@ -94,7 +94,8 @@ def design_levelset_grid(grid, k):
     return grid.edges[change + 1], group[np.concatenate([[0], change + 1])], levels
 
 
-def refine_levelset(grid, levels):
+def refine_levelset(grid: Grid, levels: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Refinement]:
     """Newton in value space from `levels`; returns (boundaries, codes, levels, refinement)."""
     problem = LevelSetProblem(grid)
     y = np.unique(levels)
@@ -105,7 +106,7 @@ def refine_levelset(grid, levels):
     return s, codes, y[used], ref
 
 
-def compact_codes(codes):
+def compact_codes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Renumber codes 0, 1, ... in order, dropping unused ones: (new codes, used old codes)."""
     used = np.unique(codes)
     remap = np.full(int(used[-1]) + 1, -1)
@@ -113,7 +114,7 @@ def compact_codes(codes):
     return remap[codes], used
 
 
-def design_levelset_samples(d, weight, k, n):
+def design_levelset_samples(d: np.ndarray, weight: np.ndarray, k: int, n: int) -> tuple[np.ndarray, int]:
     """Value-space k-means over unique samples (derivatives d, weights): codes per sample."""
     order = np.argsort(d, kind="stable")
     P = np.zeros((3, d.size + 1))
@@ -132,7 +133,7 @@ def design_levelset_samples(d, weight, k, n):
     return code, sweeps
 
 
-def _root(df, t, a, b, fa, fb):
+def _root(df, t: np.ndarray, a: np.ndarray, b: np.ndarray, fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
     """x in [a, b] with df(x) = t to rounding, where df - t changes sign (fa = df(a), fb = df(b)).
 
     Vectorised Illinois method: regula falsi on the bracket, halving the weight of an end kept
@@ -179,7 +180,7 @@ def _root(df, t, a, b, fa, fb):
 
 # -- the method's candidates ------------------------------------------------------------
 
-def levelset_candidate(grid, k, contiguous: Candidate | None) -> Candidate:
+def levelset_candidate(grid: Grid, k: int, contiguous: Candidate | None) -> Candidate:
     act, dist = grid.act, grid.dist
     scale = max(1.0, float(np.max(np.abs(act.df(grid.edges)))))
     s0, c0, y0 = merge_equal_codes(*design_levelset_grid(grid, k), scale)
@@ -205,7 +206,7 @@ def levelset_candidate(grid, k, contiguous: Candidate | None) -> Candidate:
     return Candidate("levelset", best[2], best[3], best[4], best[0], solver)
 
 
-def levelset_samples_candidate(act, dist, cells, k, n) -> Candidate:
+def levelset_samples_candidate(act, dist, cells: SampleCells, k: int, n: int) -> Candidate:
     code, sweeps = design_levelset_samples(cells.d, cells.weight, k, n)
     change = np.flatnonzero(code[1:] != code[:-1])
     s = cells.split_points()[change]
@@ -219,7 +220,8 @@ def levelset_samples_candidate(act, dist, cells, k, n) -> Candidate:
     return Candidate("levelset", s, codes, levels, mse, solver)
 
 
-def merge_equal_codes(s, codes, levels, scale):
+def merge_equal_codes(s: np.ndarray, codes: np.ndarray, levels: np.ndarray, scale: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Give codes whose levels agree to 1e-13·scale one code; drop boundaries inside a code.
 
     When f' takes fewer values than there are levels, the DP splits a value among codes

@@ -1,4 +1,4 @@
-"""Figures: relative error vs bits, and one table's step function against f'.
+"""Figures (Table -> plot step): relative error vs bits, and one table's step function against f'.
 
 matplotlib is imported inside the functions (Agg backend), so the CLI starts without it.
 The format follows the file's extension: .png, .svg or .pdf. Files are written atomically.
@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import FewbitError
 from .io import atomic_write
+from .table import BITS, PARTITIONS, format_params
 
 FIGURE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 ERROR_FLOOR = 1e-16        # relative errors below this (exact tables) are drawn at the floor
@@ -66,8 +67,8 @@ def error_curves(activations, *, bits, distributions, partitions, params=None) -
     return curves
 
 
-def plot_error(activations, *, bits=range(1, 9), distributions=("normal:0,1",),
-               partitions=("contiguous", "levelset"), params=None, path: str) -> list[dict]:
+def plot_error(activations, *, bits=BITS, distributions=("normal:0,1",),
+               partitions=PARTITIONS, params=None, path: str) -> list[dict]:
     """Relative error vs bits on a log scale; one colour per activation (or distribution).
 
     Contiguous tables are dashed with squares, level-set (and auto) solid with circles.
@@ -154,7 +155,7 @@ def plot_table(table, *, path: str) -> None:
     ax.set_xlim(lo, hi)
     ax.set_xlabel("x")
     ax.set_ylabel("derivative")
-    params = ", ".join(f"{k}={v:g}" for k, v in table.params.items())
+    params = format_params(table.params)
     ax.set_title(f"{table.activation}{'(' + params + ')' if params else ''}: {table.bits}-bit "
                  f"{table.partition} table, relative error {table.relative_error:.3g}")
     ax.legend(loc="upper left", fontsize=8)

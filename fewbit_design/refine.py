@@ -1,4 +1,4 @@
-"""Continuous refinement to the optimality condition, by Newton's method.
+"""Refinement step (DP -> refinement): the cut points to the optimality condition, by Newton / LM.
 
 At an optimal cut point s between runs with levels y_l, y_r (conditional means):
     G(s) = g(s) - (y_l + y_r) / 2 = 0
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,12 +48,12 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
         return Refinement(s, 0, 0.0, 0)
     lo, hi = problem.bounds
     state = _state(problem, s)
-    res, err = _maxabs(state[0], state[1]), _objective(state[2])
+    res, err = _maxabs(state.G, state.free), _objective(state.S)
     it = 0
     history = [(res, err)]
     mu = None                        # damping of the last LM step taken; None after Newton
-    while it < max_iter and res > TOL * problem.scale and state[1].any():
-        if len(history) > 4 and res > 0.5 * history[-5][0] and err >= history[-5][1] - _noise(state[2]):
+    while it < max_iter and res > TOL * problem.scale and state.free.any():
+        if len(history) > 4 and res > 0.5 * history[-5][0] and err >= history[-5][1] - _noise(state.S):
             break                    # stalled: neither max|G| nor E moves (see README)
         if len(history) > 1 and res <= 16 * TOL * problem.scale and res > 0.5 * history[-2][0]:
             break                    # at the rounding floor of G
@@ -60,13 +61,13 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
         # Newton, halved down to 1/64 (shorter steps only exploit E's rounding), then
         # Levenberg-Marquardt steps on E with growing damping; after an LM step, Newton gets
         # one full step and LM restarts from a tenth of the last damping
-        G, free, _, y, _, _, dens = state
-        J = _jacobian(*state)        # one Jacobian for the Newton step and every LM step
+        G, free = state.G, state.free
+        J = _jacobian(state)         # one Jacobian for the Newton step and every LM step
         newton = _newton_step(J, G, free)
         alphas = 0.5 ** np.arange(7) if mu is None else [1.0]
         mus = 10.0 ** np.arange(-4 if mu is None else max(-4, round(np.log10(mu)) - 1), 5)
         tries = itertools.chain(((a, newton, None) for a in alphas),
-                                ((1.0, _descent_step(m, J, G, free, y, dens), m) for m in mus))
+                                ((1.0, _descent_step(m, J, G, free, state.y, state.dens), m) for m in mus))
         accepted = False
         for alpha, step, m in tries:  # lazily: the LM steps are solved only if Newton fails
             if step is None:
@@ -74,15 +75,15 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
             t = s + alpha * step
             if np.all(np.diff(t) > 0) and t[0] > lo and t[-1] < hi:
                 st = _state(problem, t)
-                rt, et = _maxabs(st[0], st[1]), _objective(st[2])
-                noise = _noise(st[2])
+                rt, et = _maxabs(st.G, st.free), _objective(st.S)
+                noise = _noise(st.S)
                 if et < err - noise or (et <= err + noise and rt < res):
                     s, state, res, err, mu, accepted = t, st, rt, et, m, True
                     break
         if not accepted:
             break
         history.append((res, err))
-    return Refinement(s, it, res, int(state[1].sum()))
+    return Refinement(s, it, res, int(state.free.sum()))
 
 
 def _objective(S) -> float:
@@ -96,26 +97,38 @@ def _noise(S) -> float:
     return 4 * np.finfo(float).eps * float(np.sum(np.abs(S[2])))
 
 
-def _state(problem, s):
+class State(NamedTuple):
+    """What the solver knows at the cut points s: the residuals and the pieces of the Jacobian."""
+
+    G: np.ndarray        # (k,) g(s) - (y_left + y_right) / 2: zero at an optimum
+    free: np.ndarray     # (k,) bool: points that move (density > 0, not on a jump, both runs non-empty)
+    S: np.ndarray        # (3, k+1) moments of the runs
+    y: np.ndarray        # (k+1,) levels S1/S0 of the runs
+    d: np.ndarray        # (k,) g(s)
+    slope: np.ndarray    # (k,) g'(s)
+    dens: np.ndarray     # (k,) density at s
+
+
+def _state(problem, s) -> State:
     S = problem.moments(s)
     y = levels_of(S)
     d, slope, dens, fixed = problem.evaluate(s, S)
     G = d - 0.5 * (y[:-1] + y[1:])
     free = ~fixed & (S[0, :-1] > 0) & (S[0, 1:] > 0)
-    return G, free, S, y, d, slope, dens
+    return State(G, free, S, y, d, slope, dens)
 
 
-def _jacobian(G, free, S, y, d, slope, dens):
+def _jacobian(st: State):
     """Tridiagonal dG/ds: (lower, diag, upper), identity rows for the fixed points."""
-    S0 = S[0]
+    S0, y, d, dens = st.S[0], st.y, st.d, st.dens
     with np.errstate(invalid="ignore", divide="ignore"):
         # d y_i / d s_i (s_i ends run i) and d y_{i+1} / d s_i (s_i starts run i+1)
         dy_left = np.where(S0[:-1] > 0, dens * (d - y[:-1]) / S0[:-1], 0.0)
         dy_right = np.where(S0[1:] > 0, -dens * (d - y[1:]) / S0[1:], 0.0)
-    diag = slope - 0.5 * (dy_left + dy_right)
+    diag = st.slope - 0.5 * (dy_left + dy_right)
     lower = -0.5 * dy_right[:-1]     # J[i, i-1]: G_i depends on s_{i-1} through y_i
     upper = -0.5 * dy_left[1:]       # J[i, i+1]: G_i depends on s_{i+1} through y_{i+1}
-    fixed = ~free                    # fixed points: identity rows, no coupling
+    fixed = ~st.free                 # fixed points: identity rows, no coupling
     diag[fixed] = 1.0
     lower[fixed[1:] | fixed[:-1]] = 0.0
     upper[fixed[:-1] | fixed[1:]] = 0.0

@@ -1,4 +1,5 @@
-"""The tables shipped inside the package: every registry activation × 1..8 bits for normal:0,1.
+"""Shipped tables (Table files in the package; the runtime's defaults): every registry activation
+× 1..8 bits for normal:0,1.
 
 They live in one compact bundle, ``fewbit_design/data/tables_normal.json``, written by
 ``fewbit-design sweep tables/sweep.yaml -o tables`` next to the browsable copies in ``tables/``.
@@ -10,11 +11,8 @@ from __future__ import annotations
 import functools
 import os
 
-import numpy as np
-
-from .errors import FewbitError
 from .formats import read_bundle
-from .table import Table
+from .table import Table, check_bits
 
 BUNDLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tables_normal.json")
 
@@ -63,11 +61,10 @@ def shipped_table(activation: str, bits: int, *, params: dict | None = None,
     from .activations import get_activation
     from .distributions import parse_distribution
 
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise FewbitError(f"bits must be an integer in 1..8, got {bits!r}")
+    bits = check_bits(bits)
     act = get_activation(activation, params)
     dist = parse_distribution(distribution)
-    key = (act.name, int(bits), dist.name, _frozen(dist.params), _frozen(act.params))
+    key = (act.name, bits, dist.name, _frozen(dist.params), _frozen(act.params))
     return _bundle().get(key)
 
 

@@ -1,4 +1,4 @@
-"""Special functions for the distributions: erfc, the regularised incomplete beta function
+"""Special functions (for the input step's distributions): erfc, the regularised incomplete beta function
 (Student-t tails), log-beta. numba kernels where they run per element, numpy elsewhere."""
 
 from __future__ import annotations

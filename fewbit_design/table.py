@@ -1,4 +1,5 @@
-"""The Table: the one contract between the designer, the file formats and the runtime.
+"""The Table (designer output, runtime input): the one contract between the designer, the files
+and the runtime.
 
 Interval convention: the interval of x is the number of boundaries <= x
 (``np.searchsorted(boundaries, x, side="right")``), so interval 0 is (-inf, b[0]) and
@@ -17,7 +18,32 @@ from .errors import FewbitError
 
 FORMAT_NAME = "fewbit-table"
 FORMAT_VERSION = 1
-PARTITIONS = ("contiguous", "levelset")
+
+# The rules of the contract, defined here once and imported wherever they are checked or offered
+MIN_BITS, MAX_BITS = 1, 8                   # code widths: 1..8 bits (uint8 codes, <= 256 levels)
+BITS = range(MIN_BITS, MAX_BITS + 1)
+PARTITIONS = ("contiguous", "levelset")     # what a Table can be
+PARTITION_CHOICES = (*PARTITIONS, "auto")   # what design() takes: auto keeps the better of the two
+FORMATS = ("json", "yaml", "npz", "csv", "h")   # table files (formats.py writes and reads each)
+
+
+def check_bits(bits, what: str = "bits") -> int:
+    """`bits` as an int when it is an integer in 1..8; else FewbitError (a ValueError) naming `what`."""
+    # plain comparisons, which torch.compile traces (it does not trace `in range`)
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
+        raise FewbitError(f"{what} must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
+    return bits if isinstance(bits, int) else int(bits)
+
+
+def format_params(params: dict, sep: str = ", ", *, names: bool = True) -> str:
+    """Parameters as text, numbers in %g: 'alpha=0.5, beta=2' (or '0.5,2' without names).
+
+    The one way parameters are printed: reports, figure titles, file names, reprs. Exact
+    values travel in the files, never through this text.
+    """
+    def value(v):
+        return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    return sep.join(f"{k}={value(v)}" if names else value(v) for k, v in params.items())
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,8 +150,9 @@ class Table:
             dist = need(d, "distribution", "distribution")
             err = need(d, "error", "error")
             bits = need(d, "bits", "bits")
-            if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 8:
+            if not isinstance(bits, int):           # JSON's own integers only
                 raise FewbitError(f"{source}: field 'bits' must be an integer in 1..8, got {bits!r}")
+            check_bits(bits, f"{source}: field 'bits'")
             name = need(act, "name", "activation.name")
             dname = need(dist, "name", "distribution.name")
             if not isinstance(name, str) or not isinstance(dname, str):
@@ -150,8 +177,8 @@ class Table:
             raise FewbitError(msg if msg.startswith(source) else f"{source}: {msg}") from None
 
     def __repr__(self) -> str:
-        return (f"Table({self.activation}{_fmt_params(self.params)}, bits={self.bits}, "
-                f"dist={self.distribution}{_fmt_params(self.dist_params)}, partition={self.partition}, "
+        return (f"Table({self.activation}{_in_parens(self.params)}, bits={self.bits}, "
+                f"dist={self.distribution}{_in_parens(self.dist_params)}, partition={self.partition}, "
                 f"intervals={self.n_intervals}, levels={self.levels.size}, "
                 f"relative_error={self.relative_error:.6g})")
 
@@ -163,8 +190,7 @@ class Table:
 
 def validate_arrays(bits, boundaries, codes, levels, partition) -> None:
     """Check the structural invariants; raise FewbitError naming the field."""
-    if not isinstance(bits, (int, np.integer)) or isinstance(bits, bool) or not 1 <= bits <= 8:
-        raise FewbitError(f"field 'bits' must be an integer in 1..8, got {bits!r}")
+    check_bits(bits, "field 'bits'")
     if partition not in PARTITIONS:
         raise FewbitError(f"field 'partition' must be one of {', '.join(PARTITIONS)}, got {partition!r}")
     if not np.all(np.isfinite(boundaries)):
@@ -232,5 +258,5 @@ def _params(v, where, *, allow_str=False) -> dict:
     return out
 
 
-def _fmt_params(p: dict) -> str:
-    return "(" + ", ".join(f"{k}={v}" for k, v in p.items()) + ")" if p else ""
+def _in_parens(p: dict) -> str:
+    return f"({format_params(p)})" if p else ""

@@ -181,6 +181,13 @@ def test_shipped_table_lookup():
         shipped.shipped_table("gelu", 9)
 
 
+# What may differ between the shipped tables and a fresh design on another machine (numpy's
+# SIMD kernels round by an ulp differently, AVX2 vs AVX-512), at 1-5 bits; README
+# "Determinism" gives the measured values (all 336 tables, both builds): mse 1.1e-15 relative,
+# boundaries 2.5e-12 and levels 1.4e-12 (relative to max(1, |value|)), codes equal but for ties
+ACROSS_MACHINES = {"mse": 1e-13, "values": 1e-10}
+
+
 def _same_design(t):
     from fewbit_design.designer import distribution_of
 
@@ -189,10 +196,12 @@ def _same_design(t):
         assert fresh.relative_error < 1e-14
         return
     assert fresh.partition == t.partition
-    np.testing.assert_array_equal(fresh.codes, t.codes)
-    np.testing.assert_allclose(fresh.boundaries, t.boundaries, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(fresh.levels, t.levels, rtol=1e-12, atol=1e-12)
-    assert fresh.mse == pytest.approx(t.mse, rel=1e-9, abs=1e-15)
+    assert fresh.mse == pytest.approx(t.mse, rel=ACROSS_MACHINES["mse"], abs=1e-15)
+    if fresh.codes.size != t.codes.size or (fresh.codes != t.codes).any():
+        return                              # a tie (the errors agree): another table as good
+    tol = ACROSS_MACHINES["values"]
+    np.testing.assert_allclose(fresh.boundaries, t.boundaries, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fresh.levels, t.levels, rtol=0, atol=tol * max(1.0, np.abs(t.levels).max()))
 
 
 def test_a_sample_of_shipped_tables_is_still_what_design_produces():

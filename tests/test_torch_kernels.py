@@ -30,7 +30,7 @@ CUDA = torch.cuda.is_available()
 
 if not kernels.triton_available("cuda" if CUDA else "cpu"):
     pytest.skip("fused kernels need CUDA or TRITON_INTERPRET=1", allow_module_level=True)
-DEVICE = "cuda" if CUDA and not kernels._interpreted() else "cpu"
+DEVICE = "cuda" if CUDA and not kernels.interpreted() else "cpu"
 if CUDA and DEVICE == "cpu":
     pytest.skip("TRITON_INTERPRET=1 on a CUDA machine: run with TRITON_INTERPRET=0 to test the "
                 "compiled kernels", allow_module_level=True)
@@ -162,7 +162,7 @@ def designed_table(bits, partition):
 
 def every_value(dtype, device=DEVICE):
     """All 65536 values of a 16-bit dtype, shuffled, then 5 again: n = 65541 ends inside a byte."""
-    x = kernels._probe_values(dtype)
+    x = kernels.probe_values(dtype)
     x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(1))]
     return torch.cat([x, x[:5]]).to(device)
 
@@ -505,7 +505,7 @@ def test_empty_and_bad_inputs():
 
 
 def test_triton_available():
-    assert kernels.triton_available("cpu") == kernels._interpreted()
+    assert kernels.triton_available("cpu") == kernels.interpreted()
     assert not kernels.triton_available("meta")
 
 
@@ -519,7 +519,7 @@ cuda_only = pytest.mark.skipif(DEVICE != "cuda", reason="needs CUDA and compiled
 @pytest.mark.parametrize("act", sorted(FUSED_ACTIVATIONS))
 def test_cuda_y_is_bit_identical_to_torch(act, dtype):
     # every float16 / bfloat16 value; 2^22 float32 bit patterns, a ramp, the special values
-    x = kernels._probe_values(dtype).cuda()
+    x = kernels.probe_values(dtype).cuda()
     consts = table_constants(hand_table(3), "cuda")  # as benchmarks/kernels.py: shares its compiles
     y, packed = fused_forward(x, consts.bounds32, consts.code_map, 3, act, PARAMS.get(act))
     assert_equal(packed, pack_codes(plain_codes(x, consts), 3))
@@ -540,7 +540,7 @@ def test_cuda_y_is_bit_identical_to_torch(act, dtype):
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_large_bytes_and_grads(bits, dtype):
-    x = torch.cat([kernels._probe_values(dtype), torch.randn((1 << 20) + 3).to(dtype)]).cuda()
+    x = torch.cat([kernels.probe_values(dtype), torch.randn((1 << 20) + 3).to(dtype)]).cuda()
     for levelset in (False, True):
         consts = table_constants(hand_table(bits, levelset=levelset, seed=bits), "cuda")
         _, packed = fused_forward(x, consts.bounds32, consts.code_map, bits)

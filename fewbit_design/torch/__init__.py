@@ -1,4 +1,4 @@
-"""fewbit_design.torch: the PyTorch runtime (the only part of fewbit_design that imports torch).
+"""fewbit_design.torch: the PyTorch runtime (Table -> runtime step; the only part that imports torch).
 
 Activations whose forward is exact and whose backward keeps only a b-bit code per element:
 

@@ -1,4 +1,4 @@
-"""Swap a model's activation modules for few-bit ones in place, and back."""
+"""Runtime step, model conversion: swap a model's activation modules for few-bit ones in place, and back."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Few-bit activations: exact forward, b-bit saved codes, table backward.
+"""Runtime step, the autograd function: exact forward, b-bit saved codes, table backward.
 
 forward:  y = f(x) with torch's own op;  code = codes[interval(x)] packed to b bits (saved)
 backward: grad_x = (grad_y.float() * levels[code]).to(x.dtype)

@@ -1,4 +1,4 @@
-"""Fused Triton kernels: activation + coding + bit-plane packing forward, unpack + lookup backward.
+"""Runtime step, fused Triton kernels: activation + coding + bit-plane packing forward, unpack + lookup backward.
 
 forward:  y = f(x) (optional);  code = code_map[#{bounds32 <= x}];  packed planes (packing.py layout)
           (16-bit x at bits >= config.lut_min_bits: code = lut[bit pattern of x], the same codes;
@@ -29,7 +29,8 @@ import os
 import torch
 
 from .lut import bracket, code_lut, padded
-from .packing import _check_bits, packed_nbytes
+from ..table import check_bits
+from .packing import packed_nbytes
 from .reference import TORCH_FORWARD
 
 try:
@@ -353,8 +354,8 @@ def _fewbit_backward_kernel(packed_ptr, grad_out_ptr, grad_in_ptr, levels_ptr, n
 
 # ------------------------------------------------------------------------------- launchers
 
-def _interpreted() -> bool:
-    # triton.jit picks the interpreter when the kernel is decorated (TRITON_INTERPRET=1 then)
+def interpreted() -> bool:
+    """Whether the kernels run in the Triton interpreter (TRITON_INTERPRET=1 when they were decorated)."""
     return triton is not None and type(_fewbit_forward_kernel).__name__ == "InterpretedFunction"
 
 
@@ -369,19 +370,19 @@ def triton_available(device) -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available()
-    return device.type == "cpu" and _interpreted()
+    return device.type == "cpu" and interpreted()
 
 
 def _options(act_id: int, config: KernelConfig) -> dict:
     """Launch options beside the grid: num_warps, and on the GPU the float semantics of torch's
     CUDA build (nvcc's defaults): fma contraction on, no flush-to-zero inside libdevice, and the
     libdevice of the toolkit torch was built with where it is installed."""
-    if _interpreted():
+    if interpreted():
         return {"INTERP": True}
     opts = {"INTERP": False, "num_warps": config.num_warps, "enable_fp_fusion": True}
     if "enable_reflect_ftz" in _cuda_option_names():
         opts["enable_reflect_ftz"] = False
-    lib = _torch_libdevice() if act_id in _LIBDEVICE_ACTS else None
+    lib = torch_libdevice() if act_id in _LIBDEVICE_ACTS else None
     if lib is not None:
         opts["extern_libs"] = {"libdevice": lib}
     return opts
@@ -397,7 +398,7 @@ def _cuda_option_names() -> frozenset:
 
 
 @functools.lru_cache(maxsize=None)
-def _torch_libdevice() -> str | None:
+def torch_libdevice() -> str | None:
     """libdevice.10.bc of the CUDA toolkit torch was built with, if installed here.
 
     Triton bundles its own libdevice, maybe of another CUDA version: on an H200 with torch
@@ -425,7 +426,7 @@ def _torch_libdevice() -> str | None:
 def _grid(n: int, config: KernelConfig) -> tuple[int, bool, bool, tuple]:
     """BYTES per program (8 * BYTES elements), EVEN (no tail), I64 (int64 offsets), grid."""
     nbytes = (n + 7) // 8
-    if _interpreted():
+    if interpreted():
         block = min(triton.next_power_of_2(nbytes), config.interp_max_bytes)
     else:
         block = config.block_bytes
@@ -474,7 +475,7 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
     starts from a 65536-entry prefix table built per bounds32: make the first call outside
     CUDA graph capture.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     _check_tensor(x, "x")
     if act is not None and act not in FUSED_ACTIVATIONS:
         raise ValueError(f"activation {act!r} has no fused kernel; choose one of {sorted(FUSED_ACTIVATIONS)}")
@@ -536,7 +537,7 @@ def fused_backward(packed: torch.Tensor, grad_out: torch.Tensor, levels: torch.T
     torch.Tensor
         (grad_out.float() * levels[code]).to(dtype), grad_out's shape, contiguous.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     grad_out = grad_out.contiguous()
     _check_tensor(grad_out, "grad_out")
     n = grad_out.numel()
@@ -558,7 +559,7 @@ def fused_backward(packed: torch.Tensor, grad_out: torch.Tensor, levels: torch.T
     return grad_in
 
 
-def _probe_values(dtype: torch.dtype) -> torch.Tensor:
+def probe_values(dtype: torch.dtype) -> torch.Tensor:
     """Every value of a 16-bit dtype; for float32, 2^22 bit patterns over all exponents, a ramp
     and the special values."""
     if dtype != torch.float32:
@@ -573,7 +574,7 @@ def _probe_values(dtype: torch.dtype) -> torch.Tensor:
 @functools.lru_cache(maxsize=None)
 @torch.no_grad()
 def _fused_y_exact(act: str, dtype: torch.dtype, device: torch.device, params: tuple) -> bool:
-    x = _probe_values(dtype).to(device)
+    x = probe_values(dtype).to(device)
     y, _ = fused_forward(x, torch.zeros(0, device=device), None, 1, act, dict(params))
     with torch.autocast(device.type, enabled=False):
         want = TORCH_FORWARD[act](x, **dict(params))

@@ -1,4 +1,4 @@
-"""Tables the fused forward kernel reads, built once per table tensor with torch ops on its device.
+"""Runtime step, lookup tables the fused forward kernel reads, built once per table tensor on its device.
 
 padded    bounds32 padded with +inf for the binary search
 code_lut  16-bit x: the code of every bit pattern (65536 uint8)

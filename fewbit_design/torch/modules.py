@@ -1,4 +1,4 @@
-"""nn.Module wrappers: the torch.nn activations with a few-bit backward.
+"""Runtime step, nn.Module wrappers: the torch.nn activations with a few-bit backward.
 
 Each takes the torch.nn constructor arguments (``inplace`` is accepted and ignored: the
 input is never overwritten) plus keyword-only ``bits`` (default 3) and ``table`` (a Table
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..table import Table
+from ..table import Table, format_params
 from .functional import fewbit_apply
 from .reference import FLOAT_DTYPES, TORCH_FORWARD
 from .tables import TableConstants, canonical_params, resolve_table
@@ -65,15 +65,14 @@ class FewbitActivation(nn.Module):
         if x.dtype not in FLOAT_DTYPES:
             raise TypeError(f"fewbit activations take a floating tensor, got {x.dtype}")
         return fewbit_apply(x, self.activation, self.params, self.bits, self._bounds32.view(torch.float32),
-                      self._bounds64.view(torch.float64), self._code_map, self._levels.view(torch.float32))
+                            self._bounds64.view(torch.float64), self._code_map, self._levels.view(torch.float32))
 
     def _args_repr(self) -> str:
-        return ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        return format_params(self.params)
 
     def extra_repr(self) -> str:
         t = self.table
-        dist = t.distribution + ("(" + ", ".join(f"{k}={v:g}" if not isinstance(v, str) else f"{k}={v}"
-                                                 for k, v in t.dist_params.items()) + ")" if t.dist_params else "")
+        dist = t.distribution + (f"({format_params(t.dist_params)})" if t.dist_params else "")
         head = self._args_repr()
         return (f"{head + ', ' if head else ''}bits={self.bits}, table={dist} {t.partition} "
                 f"({t.n_intervals} intervals, rel_err={t.relative_error:.3g})")

@@ -1,4 +1,4 @@
-"""Bit-plane packing of b-bit codes: exactly b bits per element, any b in 1..8.
+"""Runtime step, bit-plane packing of b-bit codes: exactly b bits per element, any b in 1..8.
 
 Layout (n codes, b bits, B = ceil(n / 8) bytes per plane, b * B bytes in all)::
 
@@ -32,18 +32,14 @@ from __future__ import annotations
 
 import torch
 
+from ..table import check_bits
+
 __all__ = ["pack_codes", "unpack_codes", "packed_nbytes"]
 
 
 def packed_nbytes(n: int, bits: int) -> int:
     """Bytes that `pack_codes` returns for `n` codes of `bits` bits: bits * ceil(n / 8)."""
     return bits * ((n + 7) // 8)
-
-
-def _check_bits(bits) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-        raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
-    return bits
 
 
 # 8 codes are handled as one little-endian int64 word (code j of the group in byte j);
@@ -78,7 +74,7 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     torch.Tensor
         Contiguous uint8 tensor of shape (bits * ceil(n / 8),) on the same device.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     if codes.dtype != torch.uint8:
         raise TypeError(f"codes must be a uint8 tensor, got {codes.dtype}")
     flat = codes.reshape(-1)
@@ -105,7 +101,7 @@ def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     n : int
         Number of codes packed.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     nbytes = (n + 7) // 8
     if packed.dtype != torch.uint8 or packed.numel() != bits * nbytes:
         raise ValueError(f"packed must be {bits * nbytes} uint8 bytes for n={n}, bits={bits}; "

@@ -1,4 +1,4 @@
-"""The plain torch path (runtime reference): f(x) with torch's own ops, and the b-bit encoder.
+"""Runtime step, the plain torch path (the reference): f(x) with torch's own ops, and the b-bit encoder.
 
 Everything else in the runtime is checked against this module: the fused kernels' y and
 codes, the prefix and lookup tables of lut.py (built by calling `encode`), and the tests.

@@ -1,10 +1,9 @@
-"""Tables for the runtime (Table -> runtime step): default tables, table files, matching checks,
+"""Runtime step, its tables (Table -> runtime): default tables, table files, matching checks,
 device constants, and the runtime's one cache of device tensors."""
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import weakref
 from collections import OrderedDict
@@ -14,7 +13,8 @@ import torch
 
 from ..activations import get_activation
 from ..errors import FewbitError
-from ..table import Table
+from ..formats import read_table
+from ..table import Table, check_bits
 
 __all__ = ["default_table", "load_table", "resolve_table", "check_table", "table_constants", "cached",
            "clear_cache", "DEFAULT_BITS", "DEFAULT_DISTRIBUTION"]
@@ -29,26 +29,12 @@ def canonical_params(activation: str, params: dict | None = None) -> dict:
 
 
 def load_table(source) -> Table:
-    """A Table from a Table (returned as is) or a path to a table file.
-
-    Uses ``fewbit_design.formats.read_table`` when present (every format it knows),
-    else reads the canonical JSON form.
-    """
+    """A Table from a Table (returned as is) or a path to a table file (any format read_table knows)."""
     if isinstance(source, Table):
         return source
     if not isinstance(source, (str, os.PathLike)):
         raise FewbitError(f"table must be a Table or a path to a table file, got {type(source).__name__}")
-    path = os.fspath(source)
-    try:
-        from ..formats import read_table
-    except ImportError:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError) as e:
-            raise FewbitError(f"{path}: cannot read table ({e})") from None
-        return Table.from_dict(data, source=path)
-    return read_table(path)
+    return read_table(os.fspath(source))
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,10 +66,9 @@ def default_table(activation: str, bits: int = DEFAULT_BITS, params: dict | None
     Table
         For the standard normal input distribution; cached in-process.
     """
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise FewbitError(f"bits must be an integer in 1..8, got {bits!r}")
+    bits = check_bits(bits)
     p = canonical_params(activation, params)
-    return _default_table(get_activation(activation).name, int(bits), tuple(sorted(p.items())))
+    return _default_table(get_activation(activation).name, bits, tuple(sorted(p.items())))
 
 
 def check_table(table: Table, activation: str, params: dict | None = None) -> None:
