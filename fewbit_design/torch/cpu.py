@@ -4,13 +4,12 @@
 forward:  packed = pack_codes(code(x), bits)                      the torch path's bytes
 backward: grad_x = (float32(grad_y) * levels[code]).to(x.dtype)   the torch path's values
 
-y = f(x) stays torch's op. float32 is read as is; bfloat16 and float16 through their bit
-patterns (as int16 and uint16 arrays: the array's dtype tells the kernels the format) and
-widened to float32 exactly, as `x.float()` does. Codes count #(bounds32 <= x), NaN last, as
-the torch path does (float64 stays on the torch path):
-  <= 32 intervals   code = map[0] + sum_i [!(x < b_i)] * (map[i+1] - map[i])  (mod 256)
-  more, 16-bit x    the code of every bit pattern (lut.code_lut, built by the torch path itself)
-  more, float32     lut.bracket: per top 16 bits of x the first interval and the few bounds
+y = f(x) stays torch's op. bfloat16 and float16 are read through their bit patterns (as
+int16 and uint16 arrays: the array's dtype tells the kernels the format). Codes count
+#(bounds32 <= x), NaN last, as the torch path does (float64 stays on the torch path):
+  16-bit x          the code of every bit pattern (lut.code_lut, built by the torch path itself)
+  float32, <= 32 intervals   code = map[0] + sum_i [!(x < b_i)] * (map[i+1] - map[i])  (mod 256)
+  float32, more     lut.bracket: per top 16 bits of x the first interval and the few bounds
                     among its values (the fused kernel's table); where bounds crowd, a
                     branch-free binary search over bounds padded with +inf to 2^j - 1
 Work goes in blocks of _BLOCK elements (a multiple of 8: a block owns whole bytes of every
@@ -208,18 +207,23 @@ def _encode_block(x, bounds, cmap, table, bits, out, blk):
             codes[e] = np.uint8(acc[e] & 0xFF)
     elif table.size:
         # float32 x, bracket table (lut.bracket): for x's top 16 bits, entry = base << 4 | count;
-        # interval = base + #{j < count : b[base + j] <= x}
+        # interval = base + #{j < count : b[base + j] <= x}, one branch-free pass per j (bounds
+        # end with +inf, so b[pos] is always there); NaN lands last
+        pos = np.empty(_BLOCK, np.int32)
+        cnt = np.empty(_BLOCK, np.int32)
         for e in range(k):
-            xe = v[e]
-            if xe != xe:
-                codes[e] = cmap[m - 1]
-                continue
-            entry = np.int32(table[_bits(xe) >> np.uint32(16)])
-            pos = entry >> 4
-            end = pos + (entry & 15)
-            for j in range(pos, end):
-                pos += np.int32(0) if xe < bounds[j] else np.int32(1)
-            codes[e] = cmap[pos]
+            entry = np.int32(table[_bits(v[e]) >> np.uint32(16)])
+            pos[e] = entry >> 4
+            cnt[e] = entry & 15
+        most = np.int32(0)
+        for e in range(k):
+            most = max(most, cnt[e])
+        for j in range(most):
+            for e in range(k):
+                pos[e] += np.int32(j < cnt[e]) & np.int32(not (v[e] < bounds[pos[e]]))
+        for e in range(k):
+            ve = v[e]
+            codes[e] = cmap[m - 1 if ve != ve else pos[e]]
     else:
         # branch-free binary search over bounds padded with +inf to 2^j - 1 entries
         pos = np.zeros(_BLOCK, np.int32)
@@ -232,6 +236,14 @@ def _encode_block(x, bounds, cmap, table, bits, out, blk):
         for e in range(k):
             codes[e] = cmap[min(pos[e], m - 1)]
     _pack_block(codes, k, out, (n + 7) >> 3, lo, bits)
+
+
+@numba.njit(inline="always")
+def _pick8(c, l0, l1, l2, l3, l4, l5, l6, l7):
+    """l[c & 7] by selects on the bits of c."""
+    low = (l3 if c & 1 else l2) if c & 2 else (l1 if c & 1 else l0)
+    high = (l7 if c & 1 else l6) if c & 2 else (l5 if c & 1 else l4)
+    return high if c & 4 else low
 
 
 @numba.njit(nogil=True)
@@ -254,17 +266,22 @@ def _decode_block(packed, g, levels, bits, out, blk):
             w = (w | (w << np.uint64(7))) & np.uint64(_ONES)
             words[i] |= w << shift
     gs, os, like = g[lo:lo + k], out[lo:lo + k], out[lo]   # like: out's scalar type, read once
+    # level by a select tree on the code's bits up to 4 bits (vectorises; a gather does not, or slowly)
+    top = levels.size - 1
+    l0, l1, l2, l3 = levels[0], levels[min(1, top)], levels[min(2, top)], levels[min(3, top)]
+    l4, l5, l6, l7 = levels[min(4, top)], levels[min(5, top)], levels[min(6, top)], levels[min(7, top)]
+    l8, l9, la, lb = levels[min(8, top)], levels[min(9, top)], levels[min(10, top)], levels[min(11, top)]
+    lc, ld, le, lf = levels[min(12, top)], levels[min(13, top)], levels[min(14, top)], levels[min(15, top)]
     if bits <= 3:
-        # level by a select tree on the code's bits (vectorises; a gather does not, or slowly)
-        top = levels.size - 1
-        l0, l1, l2, l3 = levels[0], levels[min(1, top)], levels[min(2, top)], levels[min(3, top)]
-        l4, l5, l6, l7 = levels[min(4, top)], levels[min(5, top)], levels[min(6, top)], levels[min(7, top)]
+        for e in range(k):
+            level = _pick8(codes[e], l0, l1, l2, l3, l4, l5, l6, l7)
+            os[e] = _narrow(np.float32(_widen(gs[e])) * level, like)     # float32(grad_y) * level
+    elif bits == 4:
         for e in range(k):
             c = codes[e]
-            lo2 = (l3 if c & 1 else l2) if c & 2 else (l1 if c & 1 else l0)
-            hi2 = (l7 if c & 1 else l6) if c & 2 else (l5 if c & 1 else l4)
-            # grad_x = float32(grad_y) * level, in x's format
-            os[e] = _narrow(np.float32(_widen(gs[e])) * (hi2 if c & 4 else lo2), like)
+            level = (_pick8(c, l8, l9, la, lb, lc, ld, le, lf) if c & 8 else
+                     _pick8(c, l0, l1, l2, l3, l4, l5, l6, l7))
+            os[e] = _narrow(np.float32(_widen(gs[e])) * level, like)
     else:
         for e in range(k):
             os[e] = _narrow(np.float32(_widen(gs[e])) * levels[codes[e]], like)
@@ -354,12 +371,13 @@ def _constants(dtype, bounds32, code_map):
         m = bounds.size + 1
         cmap = np.arange(m, dtype=np.uint8) if code_map is None else code_map.numpy()
         table = _EMPTY
-        if m <= _COMPARE_MAX:     # four compares per pass: pad with +inf to a multiple of 4
-            bounds = np.concatenate([bounds, np.full(-(m - 1) % 4, np.inf, np.float32)])
-        elif dtype != torch.float32:
+        if dtype != torch.float32:  # one load per element beats even a single compare pass
             table = lut.code_lut(bounds32, code_map, dtype).numpy().astype(np.int16)
+        elif m <= _COMPARE_MAX:     # four compares per pass: pad with +inf to a multiple of 4
+            bounds = np.concatenate([bounds, np.full(-(m - 1) % 4, np.inf, np.float32)])
         elif lut.bracket(bounds32)[0] is not None:
             table = lut.bracket(bounds32)[0].numpy()
+            bounds = np.concatenate([bounds, [np.inf]])
         else:
             pad = (1 << bounds.size.bit_length()) - 1 - bounds.size
             bounds = np.concatenate([bounds, np.full(pad, np.inf, np.float32)])
