@@ -31,15 +31,42 @@ from fewbit_design.torch import cpu, functional
 from _harness import fmt, timeit
 
 
-def rounds(variants: dict, repeat: int) -> dict:
-    """{name: (median, q20, q80)}: each variant once per round, `repeat` rounds, after a warm-up."""
+def rounds(variants: dict, repeat: int, raw: bool = False) -> dict:
+    """{name: (median, q20, q80)}: each variant once per round, `repeat` rounds, after a warm-up
+    (raw: {name: all times})."""
     times = {name: [] for name in variants}
     for fn in variants.values():
         fn()
     for _ in range(repeat):
         for name, fn in variants.items():
             times[name].append(timeit(fn, repeat=1, warmup=0)[0][0])
+    if raw:
+        return times
     return {name: tuple(np.quantile(t, [0.5, 0.2, 0.8])) for name, t in times.items()}
+
+
+def focus(repeat: int):
+    """The issue's case: GELU forward + backward, 3 bits, 2^20 float32, many rounds in turns."""
+    x = torch.randn(1 << 20).requires_grad_(True)
+    g = torch.randn(1 << 20)
+
+    def both(m):
+        def run():
+            x.grad = None
+            m(x).backward(g)
+        return run
+
+    times = rounds({"native": both(nn.GELU()), "3 bit": both(ft.GELU(bits=3))}, repeat, raw=True)
+    print(f"GELU forward + backward, 2^20 float32 elements, {repeat} rounds in turns")
+    print()
+    print("| variant | median [20 %, 80 %] | min | vs native (median) | vs native (min) |")
+    print("|---|---:|---:|---:|---:|")
+    base = times["native"]
+    for variant, t in times.items():
+        q = tuple(np.quantile(t, [0.5, 0.2, 0.8]))
+        print(f"| {variant} | {fmt(q)} | {min(t) * 1e3:.2f} ms | {q[0] / np.median(base):.2f} "
+              f"| {min(t) / min(base):.2f} |")
+    print()
 
 
 class torch_path:
@@ -156,7 +183,8 @@ def main():
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--skip-activations", action="store_true", help="only the training step")
+    p.add_argument("--skip-activations", action="store_true", help="only the focus case and the training step")
+    p.add_argument("--focus-rounds", type=int, default=300, help="rounds for the focus case")
     args = p.parse_args()
     sizes = [16, 20] if args.quick else [16, 20, 24]
     names = ["gelu"] if args.quick else ["gelu", "silu"]
@@ -169,6 +197,8 @@ def main():
     print(f"torch {torch.__version__}, numba {numba.__version__} ({numba.threading_layer()} layer), "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
           f"{repeat} rounds per row group")
+    print()
+    focus(args.focus_rounds)
     for name in [] if args.skip_activations else names:
         for dtype in (torch.float32, torch.bfloat16):
             for log_n in sizes:
