@@ -25,6 +25,11 @@ from .packing import pack_codes, unpack_codes
 from .reference import FLOAT_DTYPES, TORCH_FORWARD, encode
 from .tables import canonical_params, table_constants
 
+try:
+    from . import cpu     # numba kernels for CPU tensors
+except ImportError:       # numba unusable: the torch path serves CPU tensors too
+    cpu = None
+
 __all__ = ["fewbit_activation", "FewbitFunction"]
 
 
@@ -76,7 +81,10 @@ class FewbitFunction(torch.autograd.Function):
                 y = TORCH_FORWARD[name](x, **params)
         else:
             y = TORCH_FORWARD[name](x, **params)
-            packed = pack_codes(encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
+            if cpu is not None and cpu.serves(x):
+                packed = cpu.encode(x, bounds32, code_map, bits)      # same bytes, one numba pass
+            else:
+                packed = pack_codes(encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
         return y, packed, x.new_empty(0)
 
     @staticmethod
@@ -93,6 +101,9 @@ class FewbitFunction(torch.autograd.Function):
         packed, anchor = ctx.saved_tensors
         if _use_kernels(grad_y) and ctx.dtype != torch.float64:   # same bytes on either path
             grad_x = kernels.fused_backward(packed, grad_y, ctx.levels, ctx.bits, dtype=ctx.dtype)
+        elif (cpu is not None and cpu.serves(grad_y) and grad_y.dtype == ctx.dtype
+                and packed.device.type == "cpu" and not torch.is_grad_enabled()):   # create_graph: torch path
+            grad_x = cpu.decode(packed, grad_y, ctx.levels, ctx.bits)          # same values, one numba pass
         else:
             codes = unpack_codes(packed, ctx.bits, grad_y.numel())            # (n,) uint8
             scale = ctx.levels.index_select(0, codes.int()).view(ctx.shape)  # float32, x's shape
