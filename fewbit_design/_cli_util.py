@@ -10,13 +10,31 @@ import click
 from .errors import FewbitError
 
 
+MAX_MESSAGE = 400
+
+
 class InputError(click.ClickException):
     """Bad input: printed as one line on stderr, exit code 2."""
 
     exit_code = 2
 
     def show(self, file=None):
-        click.echo(f"Error: {self.format_message()}", err=True)
+        msg = " ".join(self.format_message().split())
+        if len(msg) > MAX_MESSAGE:         # a 5000-character name is not echoed back in full
+            msg = msg[:MAX_MESSAGE - 3] + "..."
+        click.echo(f"Error: {msg}", err=True)
+
+
+def silence_stdout() -> None:
+    """After a closed pipe: send what is still buffered for stdout nowhere (no second error)."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # not a real file (CliRunner): nothing to do
+        pass
 
 
 def handle_errors(fn):
@@ -31,8 +49,9 @@ def handle_errors(fn):
                 return fn(*args, **kwargs)
             except FewbitError as e:
                 raise InputError(str(e)) from None
-            except BrokenPipeError:   # `fewbit-design list | head`: click exits 1 quietly
-                raise
+            except BrokenPipeError:   # `fewbit-design list | head -1`: the reader has all it wants
+                silence_stdout()
+                raise SystemExit(0) from None
             except OSError as e:
                 name = f": {e.filename}" if getattr(e, "filename", None) else ""
                 raise InputError(f"{e.strerror or e}{name}") from None

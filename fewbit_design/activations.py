@@ -6,6 +6,7 @@ Every f' here is evaluated stably: no overflow and no NaN for any finite x.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import importlib
@@ -272,7 +273,23 @@ def _numerical_derivative(f, x):
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _guarded(fn, label: str):
+    """fn, made safe to call from the designer: stdout goes to stderr, SystemExit and any
+    exception become FewbitError, and the result must be a real numeric array."""
+    def call(x):
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                y = fn(x)
+        except (Exception, SystemExit) as exc:
+            raise FewbitError(f"{label} failed: {_first_line(exc)}") from None
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiub":
+            raise FewbitError(f"{label} must return real numbers, returned dtype {y.dtype}")
+        return y.astype(np.float64)
+    return call
 
 
 def _custom_activation(name: str, params: Mapping[str, float] | None) -> Activation:
@@ -287,9 +304,10 @@ def _custom_activation(name: str, params: Mapping[str, float] | None) -> Activat
     sys.path.insert(0, cwd)
     try:
         importlib.invalidate_caches()
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise FewbitError(f"cannot import module {module_name!r} for custom activation {name!r}: "
+        with contextlib.redirect_stdout(sys.stderr):   # a print at import must not spoil stdout
+            module = importlib.import_module(module_name)
+    except (Exception, SystemExit) as exc:
+        raise FewbitError(f"cannot import module {module_name[:60]!r} for custom activation {name[:80]!r}: "
                           f"{_first_line(exc)}") from None
     finally:
         sys.path.remove(cwd)
@@ -302,11 +320,9 @@ def _custom_activation(name: str, params: Mapping[str, float] | None) -> Activat
             raise FewbitError(f"module {module_name!r} has no attribute {attr!r} (custom activation {name!r})") from None
         if not callable(fn):
             raise FewbitError(f"{module_name}:{attr} is not callable (custom activation {name!r})")
-        try:
-            with np.errstate(all="ignore"):
-                y = np.asarray(fn(probe.copy()), dtype=np.float64)
-        except Exception as exc:
-            raise FewbitError(f"{module_name}:{attr} failed on a test array: {_first_line(exc)}") from None
+        fn = _guarded(fn, f"{module_name}:{attr}")
+        with np.errstate(all="ignore"):
+            y = fn(probe.copy())
         if y.shape != probe.shape:
             raise FewbitError(f"{module_name}:{attr} must be elementwise: returned shape {y.shape} "
                               f"for input shape {probe.shape}")

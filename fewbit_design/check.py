@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .designer import design, distribution_of, evaluate
+from .designer import design, evaluate, rebuild, refuse_custom_code
 from .table import Table, format_params
 
 
@@ -30,7 +30,8 @@ def _close(a: float, b: float, floor: float, rtol: float = 1e-9) -> bool:
     return abs(a - b) <= rtol * max(abs(a), abs(b)) or abs(a - b) <= floor
 
 
-def check_table(table, *, against: str | None = "auto") -> CheckReport:
+def check_table(table, *, against: str | None = "auto", base: str | None = None,
+                trust_activation_code: bool = False, source: str = "table") -> CheckReport:
     """Recompute `table`'s error and (unless `against` is None) compare with design().
 
     Parameters
@@ -38,13 +39,19 @@ def check_table(table, *, against: str | None = "auto") -> CheckReport:
     table : the Table to check (already validated by its reader).
     against : partition for design() to try: "auto", "contiguous", "levelset", "same" (the
         table's own), or None to only recompute the error.
+    base : folder that a relative samples path is taken relative to (the table file's).
+    trust_activation_code : allow a custom activation (module:function), which imports that
+        module and runs it; refused (FewbitError) otherwise: a table file never runs code.
+    source : the file name, for messages.
 
     Returns
     -------
     CheckReport; ``ok`` is False when the stored error is off or design() finds a better table.
     """
-    dist = distribution_of(table)
-    mse, rel = evaluate(table)
+    if not trust_activation_code:
+        refuse_custom_code(table, source)
+    _, dist = rebuild(table, base=base, source=source)
+    mse, rel = evaluate(table, dist=dist)
     total = mse / rel if rel > 0 else (table.mse / table.relative_error if table.relative_error > 0 else 1.0)
     floor = 1e-15 * total                       # below this an mse is round-off
     lines = [f"{'table':<14}{table.activation}{_in_parens(table.params)}, {table.bits} bits, {dist.spec}, "

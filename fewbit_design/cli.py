@@ -8,7 +8,7 @@ import sys
 import click
 
 from ._version import __version__
-from ._cli_util import InputError, handle_errors
+from ._cli_util import InputError, handle_errors, silence_stdout
 from .table import FORMATS, PARTITION_CHOICES, format_params
 
 OUTPUT_FORMATS = ("text", *FORMATS)
@@ -38,6 +38,9 @@ class _Main(click.Group):
         except click.Abort:
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        except BrokenPipeError:     # `fewbit-design list | head -1`: the reader has all it wants
+            silence_stdout()
+            sys.exit(0)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -118,9 +121,43 @@ def design_cmd(activation, bits, dist, params, partition, grid, fmt, output):
     from .activations import parse_params
     from .designer import design
 
-    table = design(activation, bits, distribution=dist, params=parse_params(params),
-                   partition=partition, grid=grid)
+    with _Heartbeat(f"designing {activation[:60]} at {bits} bits"):
+        table = design(activation, bits, distribution=dist, params=parse_params(params),
+                       partition=partition, grid=grid)
+    if output and table.distribution == "samples" and not os.path.isabs(table.dist_params["path"]):
+        # the samples path, relative to the table's folder: where check looks for it
+        import dataclasses
+        rel = os.path.relpath(os.path.abspath(table.dist_params["path"]),
+                              os.path.dirname(os.path.abspath(output)))
+        table = dataclasses.replace(table, dist_params={**table.dist_params, "path": rel})
     _emit(table, fmt, output)
+
+
+class _Heartbeat:
+    """Say on stderr, every few seconds, that a long design is still running."""
+
+    def __init__(self, what: str, first: float = 2.0, every: float = 5.0):
+        import threading
+        import time
+
+        self.what, self.first, self.every, self.time = what, first, every, time
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        t0 = self.time.perf_counter()
+        wait = self.first
+        while not self.stop.wait(wait):
+            click.echo(f"{self.what}: {self.time.perf_counter() - t0:.0f} s ...", err=True)
+            wait = self.every
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
 
 
 def _emit(table, fmt, output):
@@ -128,6 +165,13 @@ def _emit(table, fmt, output):
 
     if fmt is None:
         fmt = formats.format_from_path(output) if output else "text"
+    elif output and fmt != "text":
+        try:
+            implied = formats.format_from_path(output)
+        except Exception:
+            implied = None
+        if implied is not None and implied != fmt:
+            click.echo(f"warning: {output}: writing {fmt} although the extension says {implied}", err=True)
     if fmt == "text":
         data = format_text(table).encode()
     else:
@@ -143,13 +187,22 @@ def _emit(table, fmt, output):
         click.echo(data.decode(), nl=not data.endswith(b"\n"))
 
 
+def _dist_spec(table) -> str:
+    """The table's weight as a --dist spec that can be pasted back (shortest exact floats)."""
+    p = table.dist_params
+    if table.distribution == "samples":
+        return f"samples:{p.get('path', '?')}"
+    vals = [repr(float(v)) for v in p.values()]
+    vals = [v[:-2] if v.endswith(".0") else v for v in vals]
+    return f"{table.distribution}:{','.join(vals)}" if vals else table.distribution
+
+
 def format_text(table) -> str:
     """A readable table: header, error, then one row per interval."""
     params = format_params(table.params)
-    dparams = format_params(table.dist_params, ",", names=False)
     lines = [
         f"{table.activation}{'(' + params + ')' if params else ''}: {table.bits}-bit {table.partition} table "
-        f"for inputs ~ {table.distribution}{':' + dparams if dparams else ''}",
+        f"for inputs ~ {_dist_spec(table)}",
         f"relative error {table.relative_error:.6e}   (mse {table.mse:.6e})",
     ]
     other = table.solver.get("alternatives", {})

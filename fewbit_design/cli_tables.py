@@ -52,8 +52,11 @@ def convert(file, to_fmt, from_fmt, output):
 @click.option("--against", type=click.Choice([*PARTITION_CHOICES, "same"]), default="auto", show_default=True,
               help="Partition of the table to compare with: auto (the best), or 'same' as FILE's.")
 @click.option("--no-redesign", is_flag=True, help="Only validate and recompute the error.")
+@click.option("--trust-activation-code", is_flag=True,
+              help="Allow a custom activation (module:function) named in FILE: this imports that "
+                   "module and runs it. Without it such tables are refused.")
 @handle_errors
-def check(file, against, no_redesign):
+def check(file, against, no_redesign, trust_activation_code):
     """Validate a table FILE, recompute its error and look for a better table.
 
     Exit 0 if the table is valid, its stored error matches the error recomputed by exact
@@ -71,7 +74,9 @@ def check(file, against, no_redesign):
     from .formats import read_table
 
     table = read_table(file)
-    report = check_table(table, against=None if no_redesign else against)
+    report = check_table(table, against=None if no_redesign else against,
+                         base=os.path.dirname(os.path.abspath(file)),
+                         trust_activation_code=trust_activation_code, source=file)
     click.echo(f"{'file':<14}{file}")
     click.echo(report.text)
     if not report.ok:
@@ -105,12 +110,17 @@ def sweep(config, output, jobs, force):
       fewbit-design sweep tables/sweep.yaml -o tables
       fewbit-design sweep my.yaml -o out -j 2 --force
     """
-    from .sweep import load_config, run_sweep
+    from .sweep import SweepInterrupted, load_config, run_sweep
 
     cfg = load_config(config)
     out = output or os.path.dirname(os.path.abspath(config))
-    with click.progressbar(length=len(cfg.jobs), label=f"{len(cfg.jobs)} tables", file=sys.stderr) as bar:
-        result = run_sweep(cfg, out, jobs=jobs or os.cpu_count(), force=force, progress=bar.update)
+    try:
+        with click.progressbar(length=len(cfg.jobs), label=f"{len(cfg.jobs)} tables", file=sys.stderr) as bar:
+            result = run_sweep(cfg, out, jobs=jobs or os.cpu_count(), force=force, progress=bar.update)
+    except SweepInterrupted as e:
+        click.echo(f"\ninterrupted: {e.done} of {e.total} tables are done and listed in "
+                   f"{os.path.join(out, 'index.json')}; run the same command again to resume", err=True)
+        sys.exit(130)
     click.echo(f"{len(result.rows)} tables in {out}: {result.designed} designed, {result.skipped} already "
                f"current, {result.converted} converted, in {result.seconds:.1f} s")
     click.echo(f"index: {os.path.join(out, 'index.csv')}")
@@ -166,8 +176,11 @@ def plot_error_cmd(activations, bits, dists, partitions, params, output):
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Figure file: .png, .svg or .pdf.")
+@click.option("--trust-activation-code", is_flag=True,
+              help="Allow a custom activation (module:function) named in FILE: this imports that "
+                   "module and runs it. Without it such tables are refused.")
 @handle_errors
-def plot_table_cmd(file, output):
+def plot_table_cmd(file, output, trust_activation_code):
     """Draw f' and the table's step function q over x, the weight shaded, boundaries marked.
 
     \b
@@ -178,7 +191,8 @@ def plot_table_cmd(file, output):
     from .formats import read_table
     from .plots import plot_table
 
-    plot_table(read_table(file), path=output)
+    plot_table(read_table(file), path=output, base=os.path.dirname(os.path.abspath(file)),
+               trust_activation_code=trust_activation_code, source=file)
     click.echo(f"wrote {output}", err=True)
 
 

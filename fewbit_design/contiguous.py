@@ -15,7 +15,7 @@ import numpy as np
 from .discretize import (GL_ORDER, Grid, SampleCells, bin_edges, interval_moments, levels_of, sample_levels_error,
                          segments_error)
 from .dp import _exchange_refine_kernel, segment
-from .refine import refine_points
+from .refine import refine_or_keep
 
 DP_BUDGET = 4e8          # k·n²/2 inner steps we allow for an exact DP over samples
 
@@ -47,7 +47,7 @@ class ContiguousProblem:
     def evaluate(self, s, S):
         act = self.grid.act
         d = act.df(s)
-        h = 1e-6 * np.maximum(1.0, np.abs(s))
+        h = self.grid.step(s)
         slope = (act.df(s + h) - act.df(s - h)) / (2 * h)
         dens = self.grid.dist.pdf(s)
         fixed = (dens <= 0) | at_jump(act, s)
@@ -59,7 +59,7 @@ def contiguous_candidate(grid: Grid, k: int) -> Candidate:
     cuts = np.unique(segment(grid.core_prefix(), k))          # drop empty runs
     s_grid = merge_equal_levels(grid, edges[cuts[1:-1]])
     y_grid, e_grid = segments_error(grid, s_grid)
-    ref = refine_points(ContiguousProblem(grid), s_grid)
+    ref = refine_or_keep(ContiguousProblem(grid), s_grid)
     s_ref = merge_equal_levels(grid, ref.points)
     y_ref, e_ref = segments_error(grid, s_ref)
     accepted = e_ref <= e_grid
@@ -68,8 +68,7 @@ def contiguous_candidate(grid: Grid, k: int) -> Candidate:
         "grid": int(edges.size - 1),
         "range": [float(edges[0]), float(edges[-1])],
         "quadrature": f"gauss-legendre-{GL_ORDER} per cell",
-        "refinement": {"accepted": bool(accepted), "iterations": ref.iterations,
-                       "residual": ref.residual, "free_points": ref.free, "grid_mse": float(e_grid)},
+        "refinement": ref.metadata(accepted, e_grid),
     }
     s, y, e = (s_ref, y_ref, e_ref) if accepted else (s_grid, y_grid, e_grid)
     return Candidate("contiguous", s, np.arange(s.size + 1), y, e, solver)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ._version import __version__
@@ -70,25 +72,70 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
     if other is not None:
         solver["alternatives"] = {other.partition: other.mse / denom if denom > 0 else 0.0}
     solver["version"] = __version__      # no wall time: the same call gives the same table, bit for bit
+    with np.errstate(over="ignore"):
+        if np.isinf(np.asarray(best.levels, dtype=np.float32)).any():
+            raise FewbitError(f"{act.name} under {dist.spec}: the best levels reach "
+                              f"{np.max(np.abs(best.levels)):.3g}, beyond float32, which the runtime "
+                              "applies them in; scale the inputs down")
     return Table(activation=act.name, params=dict(act.params), bits=bits,
                  distribution=dist.name, dist_params=dict(dist.params), partition=best.partition,
                  boundaries=best.boundaries, codes=best.codes, levels=best.levels,
                  mse=best.mse, relative_error=best.mse / denom if denom > 0 else 0.0, solver=solver)
 
 
-def evaluate(table: Table, *, grid: int | None = None) -> tuple[float, float]:
-    """Recompute (mse, relative error) of any table under the distribution it names."""
+def evaluate(table: Table, *, grid: int | None = None, dist=None) -> tuple[float, float]:
+    """Recompute (mse, relative error) of any table under the distribution it names (or `dist`)."""
     act = get_activation(table.activation, table.params)
-    return _quadrature_error(act, distribution_of(table), table, grid)
+    return _quadrature_error(act, distribution_of(table) if dist is None else dist, table, grid)
 
 
-def distribution_of(table: Table):
-    """Rebuild the Distribution (or Samples) a table names."""
+def is_custom_code(table: Table) -> bool:
+    """Whether the table names a custom activation (module:function): re-designing it runs code."""
+    return ":" in table.activation
+
+
+def refuse_custom_code(table: Table, source: str = "table") -> None:
+    """FewbitError for a table whose activation would import a module (see is_custom_code)."""
+    if is_custom_code(table):
+        module = table.activation.split(":")[0].strip()
+        raise FewbitError(f"{source}: activation {table.activation[:80]!r} is custom code: using it "
+                          f"would import module {module[:60]!r} and run it; a table file never runs "
+                          "code unless you pass --trust-activation-code")
+
+
+def rebuild(table: Table, *, base: str | None = None, source: str = "table"):
+    """(Activation, Distribution or Samples) a table names; errors name `source` and the field."""
+    try:
+        act = get_activation(table.activation, table.params)
+    except FewbitError as e:
+        raise FewbitError(f"{source}: field 'activation': {e}") from None
+    try:
+        dist = distribution_of(table, base=base)
+    except FewbitError as e:
+        raise FewbitError(f"{source}: field 'distribution': {e}") from None
+    return act, dist
+
+
+def distribution_of(table: Table, *, base: str | None = None):
+    """Rebuild the Distribution (or Samples) a table names.
+
+    A samples path that is relative is taken relative to `base` (the table file's folder)
+    when given; the file must have the sha256 and count the table records.
+    """
     p = table.dist_params
     if table.distribution == "samples":
-        if "path" not in p:
+        if "path" not in p or not isinstance(p["path"], str):
             raise FewbitError("table's samples distribution has no 'path' parameter")
-        return parse_distribution(f"samples:{p['path']}")
+        path = p["path"]
+        if base is not None and not os.path.isabs(path) and os.path.exists(os.path.join(base, path.split("#")[0])):
+            path = os.path.join(base, path)     # beside the table first, then the current folder
+        dist = parse_distribution(f"samples:{path}")
+        for key in ("sha256", "count"):
+            if key in p and p[key] != dist.params[key]:
+                raise FewbitError(f"{path}: the samples differ from those the table was designed for "
+                                  f"({key} {str(dist.params[key])[:16]} in the file, "
+                                  f"{str(p[key])[:16]} in the table)")
+        return dist
     return parse_distribution(f"{table.distribution}:{','.join(repr(float(v)) for v in p.values())}"
                               if p else table.distribution)
 

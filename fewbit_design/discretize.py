@@ -14,6 +14,7 @@ bins of them) and every integral is an exact sum.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,25 +38,35 @@ class Grid:
     cum, rcum : (3, N+1) ∫_{-inf}^{edges[i]} and ∫_{edges[i]}^{+inf} of w f'^p, p = 0, 1, 2.
         Both are kept so that an interval's moments are a difference of two small numbers
         on whichever side of the median it lies (no cancellation against the total).
-    core : (lo, hi) indices into edges: DP boundaries may sit on edges[lo+1 .. hi-1].
+    core : ascending indices into edges of the DP's cells: from the first edge of the core
+        range to its last; DP boundaries may sit on the inner ones. (Cells split for accurate
+        quadrature inside a core cell are not DP cells: the DP's cost grows as n².)
+    center, unit : cells are uniform in t = asinh((x - center) / unit); (0, 1) unless the
+        weight's mass lies away from 0 or within a width below 1 (see `make_grid`).
     """
 
     edges: np.ndarray
     cum: np.ndarray
     rcum: np.ndarray
-    core: tuple[int, int]
+    core: np.ndarray
     act: object
     dist: object
+    center: float = 0.0
+    unit: float = 1.0
+
+    def step(self, x) -> np.ndarray:
+        """Step for central differences at x: 1e-6 of the scale, and at least 256 ulps."""
+        x = np.asarray(x, dtype=np.float64)
+        return np.maximum(1e-6 * np.maximum(min(self.unit, 1.0), np.abs(x - self.center)),
+                          256 * np.spacing(np.abs(x)))
 
     @property
     def core_edges(self) -> np.ndarray:
-        lo, hi = self.core
-        return self.edges[lo:hi + 1]
+        return self.edges[self.core]
 
     def core_prefix(self) -> np.ndarray:
         """(3, n+1) prefix moments over the core cells, tails folded into the outer cells."""
-        lo, hi = self.core
-        p = self.cum[:, lo:hi + 1].copy()
+        p = self.cum[:, self.core]
         p[:, 0] = 0.0
         p[:, -1] = self.cum[:, -1]
         return p
@@ -84,32 +95,72 @@ class Grid:
 
 
 def make_grid(act, dist, n: int) -> Grid:
-    """Grid with about n core cells for activation `act` under parametric weight `dist`."""
+    """Grid with about n core cells for activation `act` under parametric weight `dist`.
+
+    Cells are uniform in t = asinh((x - c) / a): with c = 0, a = 1 (the usual case) they are
+    uniform near 0 where activations bend and geometric in heavy tails. Where the weight's
+    core lies away from 0, or its scale is below 1/2, the grid follows the mass: a is its
+    scale (at most 1/16 of the core's width) and c its location (0 if within 16 a of 0). A weight too narrow for doubles to resolve at its
+    location, or with mass beyond ±1e300, is refused.
+    """
     lo, hi = dist.quantile_range(CORE_TAIL)
     flo, fhi = dist.quantile_range(FAR_TAIL)
-    # beyond ±1e300 the weight is below double precision for every family we have; the bound
-    # also keeps sums of two edges finite
+    _check_resolvable(dist, lo, hi, n)
+    # beyond ±1e300 the weight is below double precision for every family we accept; the
+    # bound also keeps sums of two edges finite
     flo, fhi = max(min(flo, lo), -FAR_EDGE), min(max(fhi, hi), FAR_EDGE)
-    # x = a·sinh(t): uniform near 0 where activations bend, geometric in heavy tails.
-    core = np.sinh(np.linspace(np.arcsinh(lo), np.arcsinh(hi), n + 1))
+    straddles = lo <= 0.0 <= hi
+    if straddles and hi - lo >= 1.0 and dist.scale >= 0.5:
+        c, a = 0.0, 1.0
+        core = np.sinh(np.linspace(np.arcsinh(lo), np.arcsinh(hi), n + 1))
+    else:
+        a = min(dist.scale, (hi - lo) / 16.0)
+        c = 0.0 if abs(dist.loc) <= 16.0 * a else dist.loc
+        core = _x_of(np.linspace(_t_of(lo, c, a), _t_of(hi, c, a), n + 1), c, a)
     core[0], core[-1] = lo, hi
-    left = _tail_edges(lo, flo)
-    right = _tail_edges(hi, fhi)
+    left = _tail_edges(lo, flo, c, a)
+    right = _tail_edges(hi, fhi, c, a)
     kinks = [k for k in (*act.kinks, *dist.kinks) if flo < k < fhi]
-    edges = np.unique(np.concatenate([left, core, right, np.asarray(kinks, dtype=np.float64)]))
-    edges = _merge_close(edges, keep=np.asarray([lo, hi, *kinks]))
+    near0 = np.empty(0)
+    if (c, a) != (0.0, 1.0):        # where the weight reaches |x| < 1e3, resolve f' as the usual grid does
+        near0 = ACTIVATION_EDGES[(ACTIVATION_EDGES > flo) & (ACTIVATION_EDGES < fhi)]
+    edges = np.unique(np.concatenate([left, core, right, near0, np.asarray(kinks, dtype=np.float64)]))
+    edges = _merge_close(edges, 1e-12 * np.maximum(min(a, 1.0), np.abs(edges - c)), keep=np.asarray([lo, hi, *kinks]))
     # f' is monotone inside every cell: a level f' = t crosses a cell at most once.
-    edges = np.union1d(edges, _extrema(act.df, edges))
+    edges = np.union1d(edges, _extrema(act.df, edges, c, a))
+    dp_edges = edges[(edges >= lo) & (edges <= hi)]
     with np.errstate(over="ignore", invalid="ignore"):     # a divergent objective is refused:
+        edges = _split_inexact(act, dist, edges)
         m = _gl_moments(act, dist, edges[:-1], edges[1:])
         _check_finite_objective(m, edges, act, dist)
+    if not abs(m[0].sum() - 1.0) <= 1e-9:       # the cells must hold all the mass
+        raise FewbitError(f"{dist.spec}: the grid holds {m[0].sum():.12g} of the weight's mass, not 1 "
+                          "(a weight this narrow or this far out cannot be resolved)")
     cum = np.zeros((3, edges.size))
     np.cumsum(m, axis=1, out=cum[:, 1:])
     rcum = np.zeros((3, edges.size))
     np.cumsum(m[:, ::-1], axis=1, out=rcum[:, -2::-1])
-    ilo = int(np.searchsorted(edges, lo))
-    ihi = int(np.searchsorted(edges, hi))
-    return Grid(edges=edges, cum=cum, rcum=rcum, core=(ilo, ihi), act=act, dist=dist)
+    core = np.searchsorted(edges, dp_edges)
+    return Grid(edges=edges, cum=cum, rcum=rcum, core=core, act=act, dist=dist, center=c, unit=a)
+
+
+MIN_CELL_ULPS = 16384  # a core cell spans at least this many doubles (quadrature nodes stay distinct)
+
+
+def _check_resolvable(dist, lo: float, hi: float, n: int) -> None:
+    """Refuse weights whose mass lies beyond ±1e300, or in too few doubles for n cells."""
+    out = float(dist.cdf(-FAR_EDGE)) + float(dist.sf(FAR_EDGE))
+    if not out <= 1e-13:
+        raise FewbitError(f"{dist.spec}: {out:.3g} of the weight's mass lies beyond ±{FAR_EDGE:g}, "
+                          "outside the range of doubles the designer resolves; scale the inputs down")
+    # the core, and its middle half, where a heavy-tailed weight has its peak
+    for (a, b), cells in (((lo, hi), n), (dist.quantile_range(0.25), 64)):
+        ulp = float(np.spacing(max(abs(a), abs(b))))
+        if not (b - a) >= MIN_CELL_ULPS * cells * ulp:
+            raise FewbitError(f"{dist.spec}: too narrow for its location: its mass lies within "
+                              f"[{a!r}, {b!r}], about {(b - a) / ulp:.3g} doubles, too few for "
+                              f"{cells} cells of {MIN_CELL_ULPS} doubles; shift the inputs nearer 0 "
+                              "or use a wider weight")
 
 
 def _check_finite_objective(m, edges, act, dist) -> None:
@@ -122,24 +173,80 @@ def _check_finite_objective(m, edges, act, dist) -> None:
     lo, hi = dist.quantile_range(1e-150)
     far = (edges[1:] <= lo) | (edges[:-1] >= hi)
     total = m[2].sum()
-    if not np.isfinite(total) or (total > 0 and m[2, far].sum() > 1e-9 * total):
+    if not np.isfinite(total):
+        raise FewbitError(f"the objective ∫ w f'² for {act.name} under {dist.spec} overflows the double "
+                          "range: f' is too large where the weight has mass (scale the inputs down, or "
+                          "use lighter tails)")
+    if total > 0 and m[2, far].sum() > 1e-9 * total:
         raise FewbitError(f"the objective ∫ w f'² is infinite for {act.name} under {dist.spec}: "
                           "f' grows faster than the weight's tails decay (use lighter tails, "
                           "e.g. a larger df)")
 
 
-def _tail_edges(start: float, end: float) -> np.ndarray:
-    """Edges from start outward to end, spaced TAIL_DT in t = asinh(x)."""
+ACTIVATION_EDGES = np.sinh(np.linspace(-np.arcsinh(1e3), np.arcsinh(1e3), 257))   # f' bends at |x| ~ 1
+SPLIT_TOL = 1e-13     # a cell whose halves change a moment by more than this of its total is split
+SPLIT_ROUNDS = 16
+
+
+def _split_inexact(act, dist, edges: np.ndarray) -> np.ndarray:
+    """Halve cells whose Gauss–Legendre moments disagree with the sum over their halves.
+
+    Where cells are coarse for the weight (a peak of t with df near 0 is 0.2 wide where the
+    asinh cells are 1 wide) the rule is inexact; halving until both agree to 1e-13 of the
+    totals restores it. Cells of the usual grids already agree and are left as they are.
+    """
+    a, b = edges[:-1], edges[1:]
+    done = [edges]
+    total = None
+    for _ in range(SPLIT_ROUNDS):
+        mid = 0.5 * a + 0.5 * b
+        whole = _gl_moments(act, dist, a, b)
+        halves = _gl_moments(act, dist, a, mid) + _gl_moments(act, dist, mid, b)
+        if total is None:
+            total = np.abs(halves).sum(axis=1, keepdims=True)
+        wide = (b - a) > 2 * MIN_CELL_ULPS * np.spacing(np.maximum(np.abs(a), np.abs(b)))
+        bad = np.any(np.abs(whole - halves) > SPLIT_TOL * total, axis=0) & wide
+        if not bad.any():
+            break
+        done.append(mid[bad])
+        a, b = np.concatenate([a[bad], mid[bad]]), np.concatenate([mid[bad], b[bad]])
+    return np.unique(np.concatenate(done))
+
+
+def _tail_edges(start: float, end: float, c: float = 0.0, a: float = 1.0) -> np.ndarray:
+    """Edges from start outward to end, spaced TAIL_DT in t = asinh((x - c) / a)."""
     if end == start:
         return np.empty(0)
-    ts, te = np.arcsinh(start), np.arcsinh(end)
-    k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
-    e = np.sinh(np.linspace(ts, te, k + 1))
+    if (c, a) == (0.0, 1.0):
+        ts, te = np.arcsinh(start), np.arcsinh(end)
+        k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
+        e = np.sinh(np.linspace(ts, te, k + 1))
+    else:
+        ts, te = _t_of(start, c, a), _t_of(end, c, a)
+        k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
+        e = _x_of(np.linspace(ts, te, k + 1), c, a)
     e[-1] = end
     return e
 
 
-def _extrema(df, edges: np.ndarray) -> np.ndarray:
+def _t_of(x: float, c: float, a: float) -> float:
+    """asinh((x - c) / a), also where (x - c) / a overflows (there it is log(2|x - c| / a))."""
+    d = x - c
+    if abs(d) <= 1e300 * a:
+        return float(np.arcsinh(d / a))
+    return math.copysign(math.log(2.0) + math.log(abs(d)) - math.log(a), d)
+
+
+def _x_of(t: np.ndarray, c: float, a: float) -> np.ndarray:
+    """c + a·sinh(t), also where sinh(t) overflows and a is small."""
+    big = np.abs(t) > 700.0
+    with np.errstate(over="ignore"):
+        small = c + a * np.sinh(np.where(big, 0.0, t))
+        large = c + np.sign(t) * np.exp(np.abs(t) + math.log(a) - math.log(2.0))
+    return np.where(big, large, small)
+
+
+def _extrema(df, edges: np.ndarray, c: float = 0.0, unit: float = 1.0) -> np.ndarray:
     """Interior local extrema of f', located by golden-section search."""
     fe = df(edges)
     d = np.sign(np.diff(fe))
@@ -156,13 +263,12 @@ def _extrema(df, edges: np.ndarray) -> np.ndarray:
         left = fc_fe[0] > fc_fe[1]
         a, b = np.where(left, a, c), np.where(left, e, b)
     x = 0.5 * (a + b)
-    ok = (x > edges[i - 1]) & (x < edges[i + 1]) & (np.abs(x - edges[i]) > 1e-12 * np.maximum(1, np.abs(x)))
+    ok = (x > edges[i - 1]) & (x < edges[i + 1]) & (np.abs(x - edges[i]) > 1e-12 * np.maximum(min(unit, 1.0), np.abs(x - c)))
     return x[ok]
 
 
-def _merge_close(edges: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Drop edges closer than ~1e-12 relative to a neighbour, never dropping `keep`."""
-    tol = 1e-12 * np.maximum(1.0, np.abs(edges))
+def _merge_close(edges: np.ndarray, tol: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Drop edges closer than tol to their left neighbour, never dropping `keep`."""
     close = np.concatenate([[False], np.diff(edges) < tol[1:]])
     close &= ~np.isin(edges, keep)
     return edges[~close]
@@ -282,7 +388,9 @@ class SampleCells:
     def split_points(self) -> np.ndarray:
         """(N-1,) midpoints between consecutive unique values: the candidate boundaries."""
         v = self.values
-        return v[:-1] + 0.5 * (v[1:] - v[:-1])
+        with np.errstate(over="ignore"):
+            gap = v[1:] - v[:-1]            # overflows only between values of opposite sign near ±max
+        return np.where(np.isfinite(gap), v[:-1] + 0.5 * gap, 0.5 * v[:-1] + 0.5 * v[1:])
 
 
 def make_sample_cells(act, values: np.ndarray, weights: np.ndarray | None = None) -> SampleCells:
@@ -290,7 +398,13 @@ def make_sample_cells(act, values: np.ndarray, weights: np.ndarray | None = None
     u, inverse, counts = np.unique(np.asarray(values, dtype=np.float64), return_inverse=True,
                                    return_counts=True)
     w = counts.astype(np.float64) if weights is None else np.bincount(inverse, weights, u.size)
-    return SampleCells(values=u, weight=w / w.sum(), d=act.df(u))
+    d = act.df(u)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(d * d)
+    if bad.any():
+        raise FewbitError(f"{act.name}: f'(x)² overflows at the sample x = {u[bad][0]:.6g}: "
+                          "the objective is infinite; scale the inputs down")
+    return SampleCells(values=u, weight=w / w.sum(), d=d)
 
 
 def bin_edges(n_values: int, n_bins: int) -> np.ndarray:

@@ -12,8 +12,11 @@ import hashlib
 import functools
 import math
 import os
+import pickle
+import re
 import sys
 import warnings
+import zipfile
 
 import numpy as np
 
@@ -379,6 +382,23 @@ def _checked_weights(weights, n: int, source: str) -> np.ndarray:
     return weights
 
 
+MAX_SAMPLES_BYTES = 2 ** 28     # 256 MiB of values (33M float64), checked before reading or inflating
+_HEADER = re.compile(r"[\"']?[A-Za-z_][\w .\-]*[\"']?")
+
+
+def _check_size(path: str, nbytes: int, what: str) -> None:
+    if nbytes > MAX_SAMPLES_BYTES:
+        raise FewbitError(f"{path}: {what} {nbytes / 2**20:.0f} MiB, over the samples limit of "
+                          f"{MAX_SAMPLES_BYTES / 2**20:.0f} MiB")
+
+
+def _check_zip_members(path: str) -> None:
+    """Refuse archives whose members would inflate beyond the limit (checked before inflating)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            _check_size(path, sum(i.file_size for i in zf.infolist()), "inflates to")
+
+
 def _read_text(path: str, csv: bool) -> np.ndarray:
     with open(path, encoding="utf-8") as fh:
         lines = fh.read().splitlines()
@@ -390,7 +410,8 @@ def _read_text(path: str, csv: bool) -> np.ndarray:
         try:
             values.append(float(line))
         except ValueError:
-            if header_ok and not values:
+            # only a first line that reads as a column name is a header; anything else is bad data
+            if header_ok and not values and _HEADER.fullmatch(line):
                 header_ok = False
                 continue
             raise FewbitError(f"{path}: line {i} is not a number: {line[:40]!r}") from None
@@ -424,7 +445,12 @@ def _read_torch(path: str) -> np.ndarray:
         import torch
     except ImportError:
         raise FewbitError(f"{path}: reading .pt/.pth files needs torch (pip install torch)") from None
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise FewbitError(f"{path}: holds objects other than tensors, so torch.load(weights_only=True) "
+                          "refuses it; loading it fully could run arbitrary code: save the tensor "
+                          "alone, or as .npy") from None
     if isinstance(obj, dict):
         obj = list(obj.values())
     if isinstance(obj, (list, tuple)):
@@ -487,6 +513,14 @@ def _load(path):
         raise FewbitError(f"{file}: no such file")
     if os.path.isdir(file):
         raise FewbitError(f"{file}: is a directory, not a samples file")
+    _check_size(file, os.path.getsize(file), "is")
+    if ext in (".npz", ".pt", ".pth"):
+        try:
+            _check_zip_members(file)
+        except FewbitError:
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            pass                          # not a readable archive: the reader says what is wrong
     readers = {".npy": lambda: _read_npy(file), ".npz": lambda: _read_npz(file, key),
                ".pt": lambda: _read_torch(file), ".pth": lambda: _read_torch(file),
                ".csv": lambda: _read_text(file, csv=True), ".txt": lambda: _read_text(file, csv=False)}

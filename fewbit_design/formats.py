@@ -92,6 +92,10 @@ def read_table(path: str | os.PathLike, fmt: str | None = None) -> Table:
     path = os.fspath(path)
     fmt = _check_format(fmt) if fmt else format_from_path(path)
     try:
+        size = os.path.getsize(path)
+        if size > MAX_TABLE_BYTES:
+            raise FewbitError(f"{path}: {size / 2**20:.0f} MiB, over the table limit of "
+                              f"{MAX_TABLE_BYTES / 2**20:.0f} MiB")
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as e:
@@ -149,9 +153,20 @@ def _dump_json(d: dict) -> str:
     return "{\n" + body + "\n}\n"
 
 
+def _no_duplicates(source: str):
+    def hook(pairs):
+        d = {}
+        for k, v in pairs:
+            if k in d:
+                raise FewbitError(f"{source}: field {k[:60]!r} is given twice")
+            d[k] = v
+        return d
+    return hook
+
+
 def _load_json(text: str, source: str):
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicates(source))
     except json.JSONDecodeError as e:
         raise FewbitError(f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 
@@ -171,9 +186,28 @@ def _dump_yaml(d: dict) -> str:
     return yaml.dump(d, Dumper=dumper, sort_keys=False, default_flow_style=None, width=100)
 
 
+def _unique_key_loader(yaml, source: str):
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, str) and key in seen:
+                    raise FewbitError(f"{source}: field {key[:60]!r} is given twice "
+                                      f"(line {key_node.start_mark.line + 1})")
+                if isinstance(key, str):
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_yaml_map)
+    return Loader
+
+
 def _load_yaml(text: str, source: str):
     yaml = _yaml()
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = _unique_key_loader(yaml, source)
     try:
         return yaml.load(text, Loader=loader)
     except yaml.YAMLError as e:
@@ -203,7 +237,18 @@ def _dump_npz(d: dict) -> bytes:
     return buf.getvalue()
 
 
+MAX_TABLE_BYTES = 64 * 2 ** 20     # a table file, and what an NPZ table may inflate to
+
+
 def _load_npz(data: bytes, source: str) -> dict:
+    try:                   # sizes from the zip directory, before anything is inflated
+        with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+            inflated = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        inflated = 0                        # not an archive: np.load says what is wrong
+    if inflated > MAX_TABLE_BYTES:
+        raise FewbitError(f"{source}: the NPZ inflates to {inflated / 2**20:.0f} MiB, over the table "
+                          f"limit of {MAX_TABLE_BYTES / 2**20:.0f} MiB")
     try:
         npz = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
     except Exception as e:   # numpy raises many types on garbage: ValueError, BadZipFile, EOFError, OSError
@@ -224,7 +269,7 @@ def _load_npz(data: bytes, source: str) -> dict:
     if meta.dtype.kind != "U" or meta.ndim != 0:
         raise FewbitError(f"{source}: field 'meta' must be a JSON string")
     try:
-        d = json.loads(str(meta))
+        d = json.loads(str(meta), object_pairs_hook=_no_duplicates(f"{source}: field 'meta'"))
     except json.JSONDecodeError as e:
         raise FewbitError(f"{source}: field 'meta' is not valid JSON ({e.msg})") from None
     if not isinstance(d, dict):
@@ -317,7 +362,7 @@ def _load_csv(text: str, source: str) -> dict:
                 if key in _CSV_TEXT_KEYS and not value.startswith('"'):
                     meta[key] = value
                 else:
-                    meta[key] = json.loads(value)
+                    meta[key] = json.loads(value, object_pairs_hook=_no_duplicates(f"{source}: field '{key}'"))
             except json.JSONDecodeError as e:
                 raise FewbitError(f"{source}: field '{key}' is not valid JSON ({e.msg})") from None
         else:
@@ -489,7 +534,7 @@ def _load_header(text: str, source: str) -> dict:
     if not m:
         raise FewbitError(f"{source}: not a fewbit table header (no 'fewbit-table-json:' metadata line)")
     try:
-        d = json.loads(m.group(1))
+        d = json.loads(m.group(1), object_pairs_hook=_no_duplicates(source))
     except json.JSONDecodeError as e:
         raise FewbitError(f"{source}: the metadata line is not valid JSON ({e.msg})") from None
     if not isinstance(d, dict):
@@ -513,13 +558,30 @@ def _load_header(text: str, source: str) -> dict:
             else:
                 raise FewbitError(f"{source}: field '{key}[{i}]' is not a decimal number: {t[:40]!r}")
         found[key] = vals
+    prefixes = {am.group(1) for am in _C_ARRAY.finditer(code)}
     if "boundaries" not in found and re.search(r"^/\* \w+_boundaries: none \(one interval\) \*/$", text, re.M):
         found["boundaries"] = []
     for key in ARRAYS:
         if key not in found:
             raise FewbitError(f"{source}: missing field '{key}' (no array declaration found)")
     d.update(found)
+    # the code (macros, functions) must be what these arrays give: an edited lookup would
+    # make C disagree with the table that is checked
+    if len(prefixes) != 1:
+        raise FewbitError(f"{source}: the arrays must share one prefix, found {len(prefixes)}")
+    try:
+        expected = _dump_header({**d, "boundaries": [float(v) for v in d["boundaries"]]}, prefixes.pop())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return d                    # malformed: Table.from_dict names the field
+    if _strip_c_comments(expected) != _strip_c_comments(text):
+        raise FewbitError(f"{source}: the header's code (macros or lookup functions) differs from "
+                          "what its arrays give: edited after it was written?")
     return d
+
+
+def _strip_c_comments(text: str) -> str:
+    return "\n".join(line.rstrip() for line in re.sub(r"/\*.*?\*/", " ", text, flags=re.DOTALL).splitlines()
+                     if line.strip())
 
 
 # -- the bundle: many tables in one compact JSON (the shipped tables) ----------------

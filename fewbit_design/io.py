@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 
@@ -12,6 +13,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     if isinstance(data, str):
         data = data.encode("utf-8")
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):     # else mkstemp names its temporary file, not the folder
+        raise FileNotFoundError(errno.ENOENT, "no such folder", folder)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:

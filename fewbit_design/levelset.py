@@ -15,7 +15,7 @@ from .contiguous import Candidate
 from .discretize import (GL_ORDER, Grid, SampleCells, interval_moments, levels_of, pieces_error,
                          sample_levels_error, snap_constant_levels)
 from .dp import _exchange_refine_kernel, kmeans_segment
-from .refine import Refinement, refine_points
+from .refine import Refinement, refine_or_keep
 
 EXACT_SAMPLES = 65536     # unique samples up to which the value-space DP runs on every value
 
@@ -63,7 +63,7 @@ class LevelSetProblem:
         """g = t, slope 1, density of V at t: Σ over the roots x of f'(x) = t of w(x)/|f''(x)|."""
         act, dist = self.grid.act, self.grid.dist
         j, x = self.roots(t)
-        h = 1e-6 * np.maximum(1.0, np.abs(x))
+        h = self.grid.step(x)
         fpp = np.abs(act.df(x + h) - act.df(x - h)) / (2 * h)
         crossing = np.abs(act.df(x) - t[j]) <= 1e-9 * self.scale    # not a jump of f' over t
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -89,7 +89,9 @@ def design_levelset_grid(grid: Grid, k: int) -> tuple[np.ndarray, np.ndarray, np
     dead[live] = False
     for c in np.flatnonzero(dead):
         group[c] = group[c - 1] if c > 0 else group[live[0]]
-    levels = np.diff(P[1, cuts]) / np.diff(P[0, cuts])
+    with np.errstate(invalid="ignore", divide="ignore"):     # a run without weight: level 0
+        levels = np.diff(P[1, cuts]) / np.diff(P[0, cuts])
+    levels = np.where(np.isfinite(levels), levels, 0.0)
     change = np.flatnonzero(group[1:] != group[:-1])
     return grid.edges[change + 1], group[np.concatenate([[0], change + 1])], levels
 
@@ -99,7 +101,7 @@ def refine_levelset(grid: Grid, levels: np.ndarray
     """Newton in value space from `levels`; returns (boundaries, codes, levels, refinement)."""
     problem = LevelSetProblem(grid)
     y = np.unique(levels)
-    ref = refine_points(problem, 0.5 * (y[:-1] + y[1:]))
+    ref = refine_or_keep(problem, 0.5 * (y[:-1] + y[1:]))
     s, codes = problem.partition(ref.points)
     y = levels_of(problem.moments(ref.points))
     codes, used = compact_codes(codes)                         # drop empty level sets
@@ -195,8 +197,7 @@ def levelset_candidate(grid: Grid, k: int, contiguous: Candidate | None) -> Cand
         "grid": int(grid.edges.size - 1),
         "range": [float(grid.edges[0]), float(grid.edges[-1])],
         "quadrature": f"gauss-legendre-{GL_ORDER} per cell",
-        "refinement": {"accepted": bool(e1 <= e0), "iterations": ref.iterations,
-                       "residual": ref.residual, "free_points": ref.free, "grid_mse": float(e0)},
+        "refinement": ref.metadata(e1 <= e0, e0),
     }
     best = min([(e1, 0, s1, c1, y1), (e0, 1, s0, c0, y0)], key=lambda c: (c[0], c[1]))
     if contiguous is not None and contiguous.mse < best[0]:   # contiguous tables are level-set tables too

@@ -121,14 +121,18 @@ def _x_range(table, dist) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def plot_table(table, *, path: str) -> None:
-    """f'(x) and the table's q(x) over x, the input weight shaded (twin axis), boundaries marked."""
-    from .activations import get_activation
-    from .designer import distribution_of
+def plot_table(table, *, path: str, base: str | None = None, trust_activation_code: bool = False,
+               source: str = "table") -> None:
+    """f'(x) and the table's q(x) over x, the input weight shaded (twin axis), boundaries marked.
+
+    A custom activation (module:function) is refused unless `trust_activation_code`; a
+    relative samples path is taken relative to `base` (see check_table)."""
+    from .designer import rebuild, refuse_custom_code
 
     _figure_format(path)
-    act = get_activation(table.activation, table.params)
-    dist = distribution_of(table)
+    if not trust_activation_code:
+        refuse_custom_code(table, source)
+    act, dist = rebuild(table, base=base, source=source)
     lo, hi = _x_range(table, dist)
     inner = table.boundaries[(table.boundaries > lo) & (table.boundaries < hi)]
     x = np.union1d(np.linspace(lo, hi, 2000), inner)

@@ -31,6 +31,16 @@ class Refinement:
     iterations: int
     residual: float      # max |G| over the free points at the end
     free: int            # how many points were free
+    note: str = ""       # why refinement could not proceed, if it could not
+
+    def metadata(self, accepted: bool, grid_mse: float) -> dict:
+        """The solver's "refinement" entry (finite numbers only: files hold plain JSON)."""
+        d = {"accepted": bool(accepted), "iterations": self.iterations,
+             "residual": self.residual if np.isfinite(self.residual) else None,
+             "free_points": self.free, "grid_mse": float(grid_mse)}
+        if self.note:
+            d["note"] = self.note
+        return d
 
 
 def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refinement:
@@ -68,10 +78,11 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
         mus = 10.0 ** np.arange(-4 if mu is None else max(-4, round(np.log10(mu)) - 1), 5)
         tries = itertools.chain(((a, newton, None) for a in alphas),
                                 ((1.0, _descent_step(m, J, G, free, state.y, state.dens), m) for m in mus))
-        accepted = False
+        accepted, solved = False, False
         for alpha, step, m in tries:  # lazily: the LM steps are solved only if Newton fails
             if step is None:
                 continue
+            solved = True
             t = s + alpha * step
             if np.all(np.diff(t) > 0) and t[0] > lo and t[-1] < hi:
                 st = _state(problem, t)
@@ -81,9 +92,20 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
                     s, state, res, err, mu, accepted = t, st, rt, et, m, True
                     break
         if not accepted:
-            break
+            note = "" if solved else "stopped: singular Jacobian (no finite Newton or LM step)"
+            return Refinement(s, it, res, int(state.free.sum()), note)
         history.append((res, err))
     return Refinement(s, it, res, int(state.free.sum()))
+
+
+def refine_or_keep(problem, s0: np.ndarray) -> Refinement:
+    """refine_points, or s0 unchanged with a note when the arithmetic fails on the way."""
+    try:
+        with np.errstate(all="ignore"):
+            return refine_points(problem, s0)
+    except (ArithmeticError, FloatingPointError, ValueError) as e:
+        return Refinement(np.array(s0, dtype=np.float64), 0, float("inf"), 0,
+                          f"not refined: {type(e).__name__}: {e}"[:200])
 
 
 def _objective(S) -> float:
@@ -160,15 +182,23 @@ def _descent_step(mu, J, G, free, y, dens):
 
 @kernel
 def _tridiagonal_solve(lower, diag, upper, rhs):
-    """Thomas algorithm for J x = rhs, J with sub-, main and super-diagonals (k-1, k, k-1)."""
+    """Thomas algorithm for J x = rhs, J with sub-, main and super-diagonals (k-1, k, k-1).
+
+    A zero pivot (J singular without pivoting) gives all NaN: the caller drops the step."""
     k = diag.size
     c = np.empty(k)
     x = np.empty(k)
     den = diag[0]
+    if den == 0.0:
+        x[:] = np.nan
+        return x
     c[0] = upper[0] / den if k > 1 else 0.0
     x[0] = rhs[0] / den
     for i in range(1, k):
         den = diag[i] - lower[i - 1] * c[i - 1]
+        if den == 0.0:
+            x[:] = np.nan
+            return x
         c[i] = upper[i] / den if i < k - 1 else 0.0
         x[i] = (rhs[i] - lower[i - 1] * x[i - 1]) / den
     for i in range(k - 2, -1, -1):

@@ -304,27 +304,35 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
     todo.sort(key=lambda i: -_cost(config.jobs[i]))
     failed = []
     n_workers = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
-    if n_workers == 1:
-        for i in todo:
+
+    def finish(i, get):
+        try:
+            tables[i] = _finish(*get(), config.jobs[i], config.formats, out_dir, result.design_seconds)
+        except FewbitError as e:
+            failed.append((i, e))
+        except Exception as e:      # a worker that died, or a bug: a line in the report, not a traceback
+            failed.append((i, FewbitError(f"{type(e).__name__}: {str(e)[:200]}")))
+        if progress:
+            progress(1)
+
+    interrupted = False
+    try:
+        if n_workers == 1:
+            for i in todo:
+                finish(i, lambda: _design_job(config.jobs[i]))
+        else:
+            pool = ProcessPoolExecutor(max_workers=n_workers, initializer=_ignore_sigint)
             try:
-                tables[i] = _finish(*_design_job(config.jobs[i]), config.jobs[i], config.formats, out_dir,
-                                    result.design_seconds)
-            except FewbitError as e:
-                failed.append((i, e))
-            if progress:
-                progress(1)
-    else:
-        with ProcessPoolExecutor(max_workers=n_workers) as pool:
-            futures = {pool.submit(_design_job, config.jobs[i]): i for i in todo}
-            for fut in as_completed(futures):
-                i = futures[fut]
-                try:
-                    tables[i] = _finish(*fut.result(), config.jobs[i], config.formats, out_dir,
-                                        result.design_seconds)
-                except FewbitError as e:
-                    failed.append((i, e))
-                if progress:
-                    progress(1)
+                futures = {pool.submit(_design_job, config.jobs[i]): i for i in todo}
+                for fut in as_completed(futures):
+                    finish(futures[fut], fut.result)
+            except KeyboardInterrupt:
+                _stop(pool)         # promptly: queued designs cancelled, running ones ended
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    except KeyboardInterrupt:
+        interrupted = True          # the index still lists every table finished so far
     result.designed = len(todo) - len(failed)
 
     def table_of(i):
@@ -333,6 +341,8 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
         return tables[i]
 
     result.rows = _write_index(config, out_dir, previous, tables, table_of)
+    if interrupted:
+        raise SweepInterrupted(len(result.rows), len(config.jobs))
     if failed:
         i, e = failed[0]
         raise FewbitError(f"{len(failed)} of {len(config.jobs)} tables failed (the index lists the rest); "
@@ -343,6 +353,31 @@ def run_sweep(config: SweepConfig, out_dir: str, *, jobs: int | None = None, for
             config.bundle_path)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep, after the index of the finished tables was written."""
+
+    def __init__(self, done: int, total: int):
+        super().__init__(done, total)
+        self.done, self.total = done, total
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the main process, which stops them (no traceback from each)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool) -> None:
+    """Cancel the queued designs and end the running ones now, not when they finish."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())   # no public API for this;
+    pool.shutdown(wait=False, cancel_futures=True)                       # shutdown forgets them
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(5)
 
 
 def _finish(d: dict, took: float, job: Job, formats, out_dir, seconds: dict):
@@ -407,5 +442,5 @@ def _write_index(config: SweepConfig, out_dir: str, previous: dict, tables, tabl
     return rows
 
 
-__all__ = ["Job", "SweepConfig", "SweepResult", "load_config", "parse_config", "parse_bits",
+__all__ = ["Job", "SweepConfig", "SweepResult", "SweepInterrupted", "load_config", "parse_config", "parse_bits",
            "run_sweep"]

@@ -140,7 +140,7 @@ class Table:
         try:
             if not isinstance(d, dict):
                 raise FewbitError(f"{source}: not a table (expected a mapping at the top level)")
-            fmt = d.get("format", FORMAT_NAME)
+            fmt = need(d, "format", "format")
             if fmt != FORMAT_NAME:
                 raise FewbitError(f"{source}: field 'format' is {fmt!r}, expected {FORMAT_NAME!r}")
             ver = need(d, "version", "version")
@@ -199,6 +199,11 @@ def validate_arrays(bits, boundaries, codes, levels, partition) -> None:
         raise FewbitError("field 'boundaries' must be strictly ascending")
     if not np.all(np.isfinite(levels)):
         raise FewbitError("field 'levels' holds a non-finite number")
+    with np.errstate(over="ignore"):
+        big = np.isinf(levels.astype(np.float32))
+    if big.any():
+        raise FewbitError(f"field 'levels' holds {levels[big][0]:.6g}, beyond float32 "
+                          "(the runtime applies levels in float32: the gradient would be inf)")
     if levels.size == 0 or levels.size > 2 ** bits:
         raise FewbitError(f"field 'levels' must hold 1..{2 ** bits} values for {bits} bits, got {levels.size}")
     if codes.size != boundaries.size + 1:

@@ -272,10 +272,10 @@ def test_custom_function_with_analytic_derivative(custom_module):
 @pytest.mark.parametrize("spec, fragment", [
     ("{mod}:missing", "has no attribute 'missing'"),
     ("{mod}:CONSTANT", "is not callable"),
-    ("{mod}:raises", "failed on a test array: ZeroDivisionError: no way"),
+    ("{mod}:raises", "raises failed: ZeroDivisionError: no way"),
     ("{mod}:scalar", "must be elementwise: returned shape ()"),
     ("{mod}:nonfinite", "returned non-finite values"),
-    ("{mod}:softplus:raises", "raises failed on a test array"),
+    ("{mod}:softplus:raises", "raises failed: ZeroDivisionError"),
     ("{mod}:softplus:nonfinite", "non-finite"),
     ("{mod}:a:b:c", "must be module:function or module:function:derivative"),
     ("{mod}:", "must be module:function"),
@@ -293,3 +293,20 @@ def test_custom_module_import_errors_are_one_line(custom_module):
     raising = custom_module("raise RuntimeError('boom\\nsecond line')\n")
     assert _error(f"{raising}:f").endswith("RuntimeError: boom")
     assert "takes no parameters" in _error(f"{custom_module()}:softplus", {"alpha": 1.0})
+
+
+def test_custom_functions_that_print_exit_or_return_complex_are_caught(tmp_path, monkeypatch, capsys):
+    name = f"fewbit_rude_{abs(hash(str(tmp_path)))}"
+    (tmp_path / f"{name}.py").write_text(
+        "import sys, numpy as np\nprint('hello from import')\n"
+        "def loud(x):\n    print('hello from call')\n    return np.tanh(x)\n"
+        "def leave(x):\n    sys.exit(3)\n"
+        "def cplx(x):\n    return x + 1j\n")
+    monkeypatch.chdir(tmp_path)
+    act = get_activation(f"{name}:loud")
+    act.df(np.linspace(-1, 1, 5))
+    assert "hello" not in capsys.readouterr().out          # stdout stays clean for -f json
+    with pytest.raises(FewbitError, match="leave failed: SystemExit"):
+        get_activation(f"{name}:leave")
+    with pytest.raises(FewbitError, match="must return real numbers"):
+        get_activation(f"{name}:cplx")

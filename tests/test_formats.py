@@ -85,6 +85,7 @@ def test_format_from_path():
 # -- hypothesis: any valid table round-trips bit-exactly -----------------------------
 
 finite = st.floats(allow_nan=False, allow_infinity=False)           # subnormals and ±1.8e308 included
+float32_range = st.floats(-3.4e38, 3.4e38)                         # levels beyond float32 are refused
 nonneg = st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
 names = st.text(min_size=0, max_size=12)                            # unicode, quotes, newlines, '*/'
 plain = st.one_of(st.integers(-2 ** 53, 2 ** 53), finite, st.text(max_size=8), st.booleans(), st.none())
@@ -101,7 +102,7 @@ def tables(draw):
         codes = draw(st.lists(st.integers(0, n_levels - 1), min_size=1, max_size=40))
     bounds = sorted(draw(st.lists(finite, min_size=len(codes) - 1, max_size=len(codes) - 1, unique=True)))
     return Table(activation=draw(names), bits=bits, boundaries=bounds, codes=codes,
-                 levels=draw(st.lists(finite, min_size=n_levels, max_size=n_levels)),
+                 levels=draw(st.lists(float32_range, min_size=n_levels, max_size=n_levels)),
                  mse=draw(nonneg), relative_error=draw(nonneg),
                  params=draw(st.dictionaries(st.text(max_size=6), st.one_of(finite, st.integers(-99, 99)), max_size=3)),
                  distribution=draw(names),
@@ -173,6 +174,8 @@ EDITS = {
     "bad partition": (lambda d: d.__setitem__("partition", "spiral"), "partition"),
     "not our format": (lambda d: d.__setitem__("format", "other"), "format"),
     "missing bits": (lambda d: d.pop("bits"), "bits"),
+    "missing format": (lambda d: d.pop("format"), "format"),
+    "level beyond float32": (lambda d: d["levels"].__setitem__(0, 1e39), "levels"),
 }
 
 
@@ -188,6 +191,10 @@ def test_edited_files_refused(fmt, edit):
     if edit == "missing bits" and fmt in ("csv", "h"):      # their writers need 'bits': edit the text
         text = formats.dumps(t, fmt).decode()
         data = text.replace("# bits: 3\n", "").replace('"bits": 3, ', "").encode()
+        assert data != text.encode()
+    elif edit == "missing format" and fmt in ("csv", "h"):
+        text = formats.dumps(t, fmt).decode()
+        data = text.replace("# format: fewbit-table\n", "").replace('"format": "fewbit-table", ', "").encode()
         assert data != text.encode()
     else:
         data = _edit(fmt, t, change)

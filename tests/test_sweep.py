@@ -214,3 +214,45 @@ def test_a_sample_of_shipped_tables_is_still_what_design_produces():
     bundled = [t for t in shipped.shipped_tables() if t.bits <= 5]
     for t in rng.sample(bundled, 2):
         _same_design(t)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_interrupted_sweep_writes_the_index_and_resumes(tmp_path, jobs):
+    """Ctrl-C: queued designs are cancelled, the finished ones are indexed, a re-run skips them."""
+    cfg = sweep.parse_config(dict(SMALL, activations=["gelu", "tanh", "relu"], bits="1-3", formats=["json"]))
+    done = []
+
+    def progress(n):
+        done.append(n)
+        if len(done) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(sweep.SweepInterrupted) as e:
+        sweep.run_sweep(cfg, str(tmp_path), jobs=jobs, progress=progress)
+    assert e.value.done == 2 and e.value.total == 9 and len(done) == 2     # nothing after Ctrl-C
+    index = json.load(open(tmp_path / "index.json"))["tables"]
+    assert len(index) == 2
+    r = sweep.run_sweep(cfg, str(tmp_path), jobs=1)
+    assert (r.skipped, r.designed) == (2, 7)
+
+
+def test_sweep_ctrl_c_through_the_cli_exits_130_with_one_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from fewbit_design.cli import main
+
+    (tmp_path / "s.yaml").write_text("activations: [relu, gelu]\nbits: 1-2\ndistributions: ['normal:0,1']\n")
+    real = sweep._design_job
+    calls = []
+
+    def interrupted(job):
+        calls.append(job)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(sweep, "_design_job", interrupted)
+    r = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.yaml"), "-j", "1"])
+    assert r.exit_code == 130 and "run the same command again to resume" in r.output
+    assert "Traceback" not in r.output
+    assert len(json.load(open(tmp_path / "index.json"))["tables"]) == 1

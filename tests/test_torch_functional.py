@@ -206,14 +206,37 @@ def test_cpu_bf16_autocast_matches_native():
     assert_equal(gh, expected_grad(table, h, gy))
 
 
-def test_second_order_graph_is_linear_in_grad_out():
-    # q is piecewise constant: grad_x is linear in grad_out and its x-derivative is 0
-    table = hand_table(3)
-    x = torch.randn(50, requires_grad=True)
-    g = torch.randn(50, requires_grad=True)
+def test_double_backward_raises_instead_of_dropping_f2():
+    # only codes are kept, so d(grad_x)/dx (the f'' term) is unknown: every second backward
+    # through a few-bit activation must fail loudly, whether grad_out depends on x or not
+    table = table_for("gelu", 3)
+    x = torch.randn(30, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(30, dtype=torch.float64, requires_grad=True)
+    for loss in (lambda y: y.sum(), lambda y: (y * x).sum()):   # grad_out constant / depends on x
+        (gx,) = torch.autograd.grad(loss(fewbit_activation(x * w, table)), x, create_graph=True)
+        with pytest.raises(RuntimeError, match=r"double backward through a few-bit activation \(gelu\)"):
+            gx.square().sum().backward()   # a gradient penalty
+    with pytest.raises(RuntimeError, match="f''"):
+        torch.autograd.gradgradcheck(lambda z: fewbit_activation(z, table), (x,))
+    g = torch.randn(30, dtype=torch.float64, requires_grad=True)
     (gx,) = torch.autograd.grad(fewbit_activation(x, table), x, g, create_graph=True)
-    (gg,) = torch.autograd.grad(gx.sum(), g)
-    assert_equal(gg, expected_grad(table, x, torch.ones(50)))
+    with pytest.raises(RuntimeError, match="unconvert"):
+        torch.autograd.grad(gx.sum(), g)
+    # one backward with create_graph=True is still fine and exact
+    assert_equal(gx.detach(), expected_grad(table, x, g.detach()))
+
+
+def test_torch_func_grad_and_vjp():
+    table = table_for("silu", 2)
+    x = torch.randn(40, dtype=torch.float32)
+    g = torch.randn(40)
+    want = expected_grad(table, x, torch.ones(40))
+    assert_equal(torch.func.grad(lambda z: fewbit_activation(z, table).sum())(x), want)
+    y, vjp = torch.func.vjp(lambda z: fewbit_activation(z, table), x)
+    assert_equal(y, torch_activation("silu", x))
+    assert_equal(vjp(g)[0], expected_grad(table, x, g))
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.func.grad(lambda z: torch.func.grad(lambda u: fewbit_activation(u, table).sum())(z).sum())(x)
 
 
 def test_round_up_to_float32():

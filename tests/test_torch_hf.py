@@ -62,3 +62,20 @@ def test_convert_train_unconvert(build, expected, tol):
     restored = ft.unconvert(model)
     assert len(restored) == len(done)
     assert all(originals[name] is mod for name, mod in model.named_modules())
+
+
+def test_save_pretrained_keeps_the_tables(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    torch.manual_seed(0)
+    model, _ = tiny_bert()
+    ft.convert(model, bits=2)
+    model.save_pretrained(tmp_path)
+    state = safetensors.load_file(tmp_path / "model.safetensors")
+    key = "bert.encoder.layer.0.intermediate.intermediate_act_fn._extra_state"
+    assert state[key].dtype == torch.uint8
+    again, _ = tiny_bert()
+    ft.convert(again, bits=2)
+    again.load_state_dict(state)  # same tables: loads; other bits: refused
+    ft.convert(again, bits=4)
+    with pytest.raises(RuntimeError, match="intermediate_act_fn._extra_state: the checkpoint's table"):
+        again.load_state_dict(state)

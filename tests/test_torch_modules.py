@@ -103,7 +103,7 @@ def test_wrong_tables_are_refused():
 
 def test_dtype_casts_do_not_touch_the_table():
     m = ft.GELU(bits=3)
-    assert m.state_dict() == {}
+    assert list(m.state_dict()) == ["_extra_state"]  # the table as JSON bytes, no float buffers
     x = torch.randn(100, dtype=torch.float16, requires_grad=True)
     m.half()(x).sum().backward()
     torch.testing.assert_close(x.grad, q_grad(m.table, x, torch.ones_like(x)), rtol=0, atol=0)
@@ -129,9 +129,11 @@ def test_convert_and_unconvert():
     x = torch.randn(5, 8)
     before = model(x)
     originals = dict(model.named_modules(remove_duplicate=False))
-    keys = list(model.state_dict())
+    plain = model.state_dict()
     done = ft.convert(model, bits=2, extra={MyGELU: "gelu"}, exclude=lambda m, name: name == "6")
-    assert list(model.state_dict()) == keys  # checkpoints load either way
+    # converted modules add their table; a checkpoint of the plain model still loads
+    assert [k for k in model.state_dict() if k not in plain] == [f"{n}._extra_state" for n in ("1", "2.1", "2.2", "4", "5")]
+    assert not model.load_state_dict(plain).missing_keys
     assert [(n, t) for n, t, _ in done] == [("1", "GELU"), ("2.1", "LeakyReLU"), ("2.2", "Tanh"),
                                              ("4", "MyGELU"), ("5", "Tanh")]
     assert all(isinstance(new, ft.FewbitActivation) and new.bits == 2 for _, _, new in done)
@@ -178,14 +180,103 @@ def test_deepcopy_and_checkpoint():
             torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0)
 
 
-def test_torch_compile_gives_the_same_gradients():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 32), ft.GELU(bits=3), nn.Linear(32, 32), ft.SiLU(bits=2),
-                          nn.Linear(32, 32), ft.Softplus(bits=4), nn.Linear(32, 4))
-    x = torch.randn(16, 8)
-    model(x).square().sum().backward()
-    eager = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    torch.compile(model)(x).square().sum().backward()
-    for p, g in zip(model.parameters(), eager):
-        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
+def test_state_dict_carries_the_table(tmp_path):
+    def net(bits, table=None):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 8), ft.GELU(bits=bits, table=table), nn.Linear(8, 2))
+    two = net(2)
+    torch.save(two.state_dict(), tmp_path / "ckpt.pt")
+    state = torch.load(tmp_path / "ckpt.pt")  # weights_only=True, torch's default
+    assert state["1._extra_state"].dtype == torch.uint8
+    net(2).load_state_dict(state)
+    four = net(4)
+    with pytest.raises(RuntimeError, match=r"1\._extra_state: the checkpoint's table Table\(gelu, bits=2"):
+        four.load_state_dict(state)
+    with pytest.raises(RuntimeError, match="differs"):  # same bits, another table
+        net(2, design("gelu", 2, partition="levelset")).load_state_dict(state)
+    with pytest.raises(RuntimeError, match="not a few-bit table"):
+        net(2).load_state_dict({**state, "1._extra_state": torch.zeros(3)})
+    # the unconverted model's checkpoint loads into the converted one, and back with strict=False
+    plain = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))
+    assert four.load_state_dict(plain.state_dict()).missing_keys == []
+    assert plain.load_state_dict(state, strict=False).unexpected_keys == ["1._extra_state"]
+
+
+def test_whole_model_pickle_loads_with_weights_only(tmp_path):
+    model = small_model()
+    ft.convert(model, bits=2, tables={"tanh": design("tanh", 4)}, extra={MyGELU: "gelu"})
+    torch.save(model, tmp_path / "model.pt")
+    with pytest.raises(Exception, match="weights_only|Unsupported global"):
+        torch.load(tmp_path / "model.pt")
+    classes = [nn.Sequential, nn.Linear, nn.GELU, nn.LeakyReLU, nn.Tanh, nn.ReLU, MyGELU]
+    with torch.serialization.safe_globals([*ft.SAFE_GLOBALS, *classes]):
+        loaded = torch.load(tmp_path / "model.pt")
+    x = torch.randn(5, 8)
+    for m in (model, loaded):
+        m.zero_grad()
+        m(x).square().sum().backward()
+    assert loaded[5].table == model[5].table and loaded[5].bits == 4 and isinstance(loaded[1].original, nn.GELU)
+    for p, q in zip(model.parameters(), loaded.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0)
+
+
+class SubGELU(nn.GELU):
+    pass
+
+
+class OwnGELU(nn.GELU):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+def test_convert_reports_what_it_cannot_do():
+    # a subclass that keeps the forward is converted; one with its own forward is named in a warning
+    model = nn.Sequential(nn.Linear(4, 4), SubGELU(approximate="tanh"), OwnGELU())
+    with pytest.warns(UserWarning, match=r"2 \(OwnGELU, a subclass of GELU with its own forward\)"):
+        done = ft.convert(model, bits=2)
+    assert [(n, t) for n, t, _ in done] == [("1", "SubGELU")] and model[1].activation == "gelu_tanh"
+    assert ft.convert(model, bits=2, extra={OwnGELU: "gelu"})[0][0] == "2"
+    # a bare activation cannot be replaced in place
+    for bare in (nn.GELU(), ft.GELU(bits=2), MyGELU()):
+        with pytest.raises(FewbitError, match="the model itself is an activation"):
+            ft.convert(bare, extra={MyGELU: "gelu"})
+    # no activation module at all
+    with pytest.warns(UserWarning, match="no activation module"):
+        assert ft.convert(nn.Sequential(nn.Linear(2, 2))) == []
+
+
+def test_convert_again_with_other_bits():
+    model = small_model()
+    originals = dict(model.named_modules(remove_duplicate=False))
+    ft.convert(model, bits=2)
+    assert ft.convert(model, bits=2) == []  # nothing to do
+    again = ft.convert(model, bits=4, include=lambda m, name: name != "1")
+    assert [n for n, _, _ in again] == ["2.1", "2.2", "5", "6"]
+    assert model[1].bits == 2 and model[6].bits == 4 and model[2][2] is model[5]
+    t3 = design("tanh", 3)
+    assert [n for n, _, _ in ft.convert(model, bits=4, tables={"tanh": t3})] == ["1", "2.2", "5"]
+    assert model[5].table is t3
+    ft.unconvert(model)  # the modules from before the first conversion come back
+    for name, mod in model.named_modules(remove_duplicate=False):
+        assert originals[name] is mod
+    own = nn.Sequential(nn.Linear(2, 2), ft.SiLU(bits=1))
+    mine = own[1]
+    assert ft.convert(own, bits=3)[0][2].bits == 3
+    ft.unconvert(own)
+    assert own[1] is mine  # a module built directly comes back as it was
+
+
+def test_calibrated_tables_replace_a_converted_models_tables():
+    from fewbit_design.torch.calibrate import calibrate
+    model = small_model()
+    originals = dict(model.named_modules(remove_duplicate=False))
+    ft.convert(model, bits=4)
+    batches = [torch.randn(32, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    bundle = calibrate(model, batches, bits=2)  # the few-bit modules are calibrated too
+    assert list(bundle) == ["1", "2.1", "2.2", "6"]
+    done = ft.convert(model, tables=bundle)
+    assert sorted({n for n, _, _ in done}) == ["1", "2.1", "2.2", "5", "6"]
+    assert model[1].table is bundle["1"] and model[5].table is bundle["2.2"]
+    ft.unconvert(model)
+    for name, mod in model.named_modules(remove_duplicate=False):
+        assert originals[name] is mod

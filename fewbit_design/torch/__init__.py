@@ -12,8 +12,8 @@ from .calibrate import calibrate
 from .convert import activation_of, convert, unconvert
 from .functional import FewbitFunction, fewbit_activation
 from .modules import (CELU, ELU, GELU, SELU, FewbitActivation, Hardsigmoid, Hardswish, Hardtanh,
-                      LeakyReLU, LogSigmoid, Mish, QuickGELU, ReLU, ReLU6, Sigmoid, SiLU, Softplus,
-                      Softsign, SquaredReLU, Tanh, Tanhshrink, make_module)
+                      LeakyReLU, LogSigmoid, Mish, QuickGELU, ReLU, ReLU6, SAFE_GLOBALS, Sigmoid, SiLU,
+                      Softplus, Softsign, SquaredReLU, Tanh, Tanhshrink, make_module)
 from .packing import pack_codes, packed_nbytes, unpack_codes
 from .reference import torch_activation
 from .kernels import DEFAULT_CONFIG, KernelConfig
@@ -25,7 +25,7 @@ __all__ = [
     # modules
     "FewbitActivation", "make_module", "ReLU", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "SiLU",
     "Mish", "Softplus", "Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "Hardswish", "ReLU6",
-    "Softsign", "LogSigmoid", "Tanhshrink", "QuickGELU", "SquaredReLU",
+    "Softsign", "LogSigmoid", "Tanhshrink", "QuickGELU", "SquaredReLU", "SAFE_GLOBALS",
     # model conversion
     "convert", "unconvert", "activation_of",
     # calibration

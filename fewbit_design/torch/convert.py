@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Callable
 
 from torch import nn
@@ -52,20 +53,46 @@ _HF_NAMES = {
 }
 
 
+def _known(kind: type):
+    """(spec function, the known class) for a torch.nn or Hugging Face activation class, else None."""
+    if kind in _TORCH_TYPES:
+        return _TORCH_TYPES[kind], kind
+    if kind.__name__ in _HF_NAMES and kind.__module__.startswith("transformers"):
+        name = _HF_NAMES[kind.__name__]
+        return (lambda m: (name, {})), kind
+    return None
+
+
 def activation_of(module: nn.Module, extra: dict | None = None):
     """(registry name, params) that `module` computes, or None if it is not a known activation.
 
     `extra` maps a class to a registry name or to (name, params); it wins over the built-ins.
+    A subclass of a known class counts when it keeps that class's forward.
     """
     kind = type(module)
     if extra and kind in extra:
         spec = extra[kind]
         name, params = (spec, {}) if isinstance(spec, str) else spec
         return canonical_name(name), dict(params or {})
-    if kind in _TORCH_TYPES:
-        return _TORCH_TYPES[kind](module)
-    if kind.__name__ in _HF_NAMES and kind.__module__.startswith("transformers"):
-        return _HF_NAMES[kind.__name__], {}
+    for base in kind.__mro__:
+        known = _known(base)
+        if known is not None:
+            return known[0](module) if kind.forward is base.forward else None
+    return None
+
+
+def _spec(module: nn.Module, extra: dict | None):
+    """(registry name, params) of a module `convert` handles: a known activation or a few-bit one."""
+    if isinstance(module, FewbitActivation):
+        return module.activation, module.params
+    return activation_of(module, extra)
+
+
+def _unknown_subclass(module: nn.Module) -> str | None:
+    """The known activation class `module` derives from while overriding its forward, if any."""
+    for base in type(module).__mro__[1:]:
+        if _known(base) is not None and type(module).forward is not base.forward:
+            return base.__name__
     return None
 
 
@@ -92,11 +119,12 @@ def _children(model: nn.Module, prefix: str = ""):
 
 
 def convertible(model: nn.Module, include=None, exclude=None, extra: dict | None = None) -> list:
-    """The modules `convert` would replace: (qualified name, module, (registry name, params)),
-    each module once, under the first name it is found at (a shared module is one entry)."""
+    """The modules `convert` handles: (qualified name, module, (registry name, params)), each
+    module once, under the first name it is found at (a shared module is one entry). Few-bit
+    modules are among them (convert replaces one when its table differs from the one asked for)."""
     out, seen = [], set()
     for _, _, qualified, child in _children(model):
-        spec = activation_of(child, extra)
+        spec = _spec(child, extra)
         if spec is None or (include and not include(child, qualified)) or (exclude and exclude(child, qualified)):
             continue
         if id(child) not in seen:
@@ -138,7 +166,8 @@ def convert(model: nn.Module, bits: int = 3, tables=None, include=None, exclude=
     Parameters
     ----------
     model : nn.Module
-        Converted in place (the root module itself is never replaced).
+        Converted in place. The root module itself cannot be replaced: a bare activation
+        (``convert(nn.GELU())``) is refused with FewbitError (use `make_module` or a module class).
     bits : int
         Code width for activations without an entry in `tables`.
     tables : dict, optional
@@ -159,20 +188,36 @@ def convert(model: nn.Module, bits: int = 3, tables=None, include=None, exclude=
     -------
     list of (str, str, FewbitActivation)
         Qualified name, the old module's type name and the new module, in model order.
-        Recognised: the torch.nn activations (exact types) and the Hugging Face classes
-        GELUActivation, NewGELUActivation, GELUTanh, FastGELUActivation, QuickGELUActivation,
-        SiLUActivation, MishActivation, ReLUSquaredActivation (by class name).
+        Recognised: the torch.nn activations and the Hugging Face classes GELUActivation,
+        NewGELUActivation, GELUTanh, FastGELUActivation, QuickGELUActivation, SiLUActivation,
+        MishActivation, ReLUSquaredActivation (by class name), and their subclasses that keep
+        the forward. A few-bit module whose table differs from the one asked for (other bits,
+        or another entry in `tables`) is replaced too; `unconvert` still restores the module
+        that was there before the first conversion. Subclasses that override the forward are
+        left alone with a warning naming them (pass them in `extra`), and so is a model in
+        which no activation module was found at all.
     """
     from ..calibration import Calibration
 
+    if _spec(model, extra) is not None:
+        raise FewbitError(f"convert works in place on a model's submodules; the model itself is an activation "
+                          f"({type(model).__name__}); build the few-bit one with fewbit_design.torch.make_module "
+                          f"or a module class (fewbit_design.torch.GELU, ...), or wrap it in nn.Sequential")
     per_module = None
     if isinstance(tables, (Calibration, str, os.PathLike)):
         per_module, tables = _bundle_tables(model, tables, include, exclude, extra), None
     known = _load_tables(tables)
-    plan, made = [], {}
+    plan, made, skipped, seen = [], {}, [], False
     for parent, key, qualified, child in _children(model):
-        spec = activation_of(child, extra)
-        if spec is None or (include and not include(child, qualified)) or (exclude and exclude(child, qualified)):
+        fewbit = isinstance(child, FewbitActivation)
+        spec = _spec(child, extra)
+        if spec is None:
+            base = _unknown_subclass(child)
+            if base is not None:
+                skipped.append(f"{qualified} ({type(child).__name__}, a subclass of {base} with its own forward)")
+            continue
+        seen = True
+        if (include and not include(child, qualified)) or (exclude and exclude(child, qualified)):
             continue
         if id(child) not in made:  # a module shared by several parents stays shared
             name, params = spec
@@ -181,11 +226,23 @@ def convert(model: nn.Module, bits: int = 3, tables=None, include=None, exclude=
                 new = make_module(name, params, bits=None if table else bits, table=table)
             except FewbitError as e:
                 raise FewbitError(f"cannot convert {qualified} ({type(child).__name__}): {e}") from None
-            object.__setattr__(new, "original", child)
+            if fewbit and new.table == child.table:
+                new = None  # already what was asked for
+            elif new is not None:
+                original = child.original if fewbit and child.original is not None else child
+                object.__setattr__(new, "original", original)
             made[id(child)] = new
-        plan.append((parent, key, qualified, child, made[id(child)]))
+        if made[id(child)] is not None:
+            plan.append((parent, key, qualified, child, made[id(child)]))
     for parent, key, _, _, new in plan:  # nothing is replaced before every module is built
         parent._modules[key] = new
+    if skipped:
+        warnings.warn("convert left these modules alone: " + "; ".join(skipped)
+                      + ". Pass them in extra={Class: 'activation name'} if they compute that activation.",
+                      stacklevel=2)
+    elif not seen:
+        warnings.warn(f"convert found no activation module in {type(model).__name__} (activations called as "
+                      f"functions inside forward, such as F.gelu, cannot be swapped)", stacklevel=2)
     return [(qualified, type(child).__name__, new) for _, _, qualified, child, new in plan]
 
 

@@ -15,6 +15,8 @@ is returned in the dtype of x. Levels are applied in float32 for every input dty
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..table import Table
@@ -22,6 +24,11 @@ from . import kernels
 from .packing import pack_codes, unpack_codes
 from .reference import FLOAT_DTYPES, TORCH_FORWARD, encode
 from .tables import canonical_params, table_constants
+
+try:
+    from . import cpu     # numba kernels for CPU tensors
+except ImportError:       # numba unusable: the torch path serves CPU tensors too
+    cpu = None
 
 __all__ = ["fewbit_activation", "FewbitFunction"]
 
@@ -31,11 +38,41 @@ def _use_kernels(t: torch.Tensor) -> bool:
     return t.is_cuda and t.dtype in (torch.float16, torch.bfloat16, torch.float32) and kernels.triton_available(t.device)
 
 
-class FewbitFunction(torch.autograd.Function):
-    """y = f(x) exactly; saves only the packed b-bit codes; grad_x = grad_y * levels[code]."""
+_DOUBLE_BACKWARD = (
+    "double backward through a few-bit activation ({name}) is not supported: only a b-bit code "
+    "of x was kept, so the f''(x) term of the second derivative cannot be computed (the "
+    "table's q is piecewise constant). For gradient penalties, Hessian-vector products or "
+    "gradgradcheck, use the torch.nn activation there (fewbit_design.torch.unconvert(model)).")
+
+
+class _NoDoubleBackward(torch.autograd.Function):
+    """grad_x, tied to x through `anchor`; differentiating it raises (create_graph=True only)."""
 
     @staticmethod
-    def forward(ctx, x, bounds32, bounds64, code_map, levels, name, params, bits):
+    def forward(grad_x, anchor, name):
+        return grad_x.view_as(grad_x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.name = inputs[2]
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(_DOUBLE_BACKWARD.format(name=ctx.name))
+
+
+class FewbitFunction(torch.autograd.Function):
+    """y = f(x) exactly; saves only the packed b-bit codes; grad_x = grad_y * levels[code].
+
+    forward returns (y, packed, anchor) (a forward without ctx plus setup_context is the form
+    torch.func transforms need): packed is non-differentiable and saved; anchor is an empty
+    differentiable output, saved so that a gradient made with create_graph=True depends on x
+    through it, and a second backward reaches `_NoDoubleBackward` and raises instead of
+    dropping the f'' term (whether or not grad_y itself requires grad).
+    """
+
+    @staticmethod
+    def forward(x, bounds32, bounds64, code_map, levels, name, params, bits):
         if _use_kernels(x) and x.is_contiguous():
             # one pass over x: f(x) where the kernel's f is bit for bit torch's, codes, packing
             exact = name in kernels.FUSED_ACTIVATIONS and kernels.fused_y_exact(name, x.dtype, x.device, params)
@@ -44,29 +81,51 @@ class FewbitFunction(torch.autograd.Function):
                 y = TORCH_FORWARD[name](x, **params)
         else:
             y = TORCH_FORWARD[name](x, **params)
-            packed = pack_codes(encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
-        ctx.save_for_backward(packed)
-        ctx.levels = levels  # a constant shared by every call (module buffer / per-device cache)
-        ctx.bits, ctx.shape, ctx.dtype = bits, x.shape, x.dtype
-        return y
+            if cpu is not None and cpu.serves(x):
+                packed = cpu.encode(x, bounds32, code_map, bits)      # same bytes, one numba pass
+            else:
+                packed = pack_codes(encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
+        return y, packed, x.new_empty(0)
 
     @staticmethod
-    def backward(ctx, grad_y):
-        (packed,) = ctx.saved_tensors
+    def setup_context(ctx, inputs, output):
+        x, _, _, _, levels, name, _, bits = inputs
+        _, packed, anchor = output
+        ctx.mark_non_differentiable(packed)
+        ctx.save_for_backward(packed, anchor)
+        ctx.levels = levels  # a constant shared by every call (module buffer / per-device cache)
+        ctx.name, ctx.bits, ctx.shape, ctx.dtype = name, bits, x.shape, x.dtype
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_packed, _grad_anchor):
+        packed, anchor = ctx.saved_tensors
         if _use_kernels(grad_y) and ctx.dtype != torch.float64:   # same bytes on either path
             grad_x = kernels.fused_backward(packed, grad_y, ctx.levels, ctx.bits, dtype=ctx.dtype)
-            return grad_x, None, None, None, None, None, None, None
-        n = grad_y.numel()
-        codes = unpack_codes(packed, ctx.bits, n)                      # (n,) uint8
-        scale = ctx.levels.index_select(0, codes.int()).view(ctx.shape)  # float32, x's shape
-        grad_x = (grad_y.float() * scale).to(ctx.dtype)
+        elif (cpu is not None and cpu.serves(grad_y) and grad_y.dtype == ctx.dtype
+                and packed.device.type == "cpu" and not torch.is_grad_enabled()):   # create_graph: torch path
+            grad_x = cpu.decode(packed, grad_y, ctx.levels, ctx.bits)          # same values, one numba pass
+        else:
+            codes = unpack_codes(packed, ctx.bits, grad_y.numel())            # (n,) uint8
+            scale = ctx.levels.index_select(0, codes.int()).view(ctx.shape)  # float32, x's shape
+            grad_x = (grad_y.float() * scale).to(ctx.dtype)
+        if torch.is_grad_enabled():  # create_graph=True (or a torch.func transform)
+            grad_x = _NoDoubleBackward.apply(grad_x, anchor, ctx.name)
         return grad_x, None, None, None, None, None, None, None
+
+
+_EXPORT_WARNING = ("torch.export does not carry a few-bit backward: the exported program computes "
+                   "f(x) with torch's op, and if it is trained, torch's exact f' (keeping x)")
 
 
 def fewbit_apply(x: torch.Tensor, name: str, params: dict, bits: int, bounds32, bounds64, code_map, levels):
     if not (torch.is_grad_enabled() and x.requires_grad):
         return TORCH_FORWARD[name](x, **params)  # nothing to save
-    return FewbitFunction.apply(x, bounds32, bounds64, code_map, levels, name, params, bits)
+    if torch.compiler.is_exporting():
+        # export inlines an autograd.Function's forward and drops its backward: say so, and
+        # export the plain op rather than a coding and packing whose result nothing reads
+        warnings.warn(_EXPORT_WARNING, stacklevel=3)
+        return TORCH_FORWARD[name](x, **params)
+    return FewbitFunction.apply(x, bounds32, bounds64, code_map, levels, name, params, bits)[0]
 
 
 def fewbit_activation(x: torch.Tensor, table: Table) -> torch.Tensor:

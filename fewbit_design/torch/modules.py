@@ -3,13 +3,23 @@
 Each takes the torch.nn constructor arguments (``inplace`` is accepted and ignored: the
 input is never overwritten) plus keyword-only ``bits`` (default 3) and ``table`` (a Table
 or a path to a table file; its activation and parameters must match the module's).
+
+Checkpoints: a module's ``state_dict`` holds its table as ``_extra_state`` (the canonical
+JSON table as a uint8 tensor, so ``torch.load(weights_only=True)`` and safetensors take it).
+Loading a different table is an error naming the module; a checkpoint without the entry
+(saved before conversion) loads and the module keeps its table. Pickled whole, a module
+keeps its table as a JSON string: allowlist `SAFE_GLOBALS` (and the model's other
+classes) with ``torch.serialization.safe_globals`` to load it with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..errors import FewbitError
+from ..formats import dumps, loads
 from ..table import Table, format_params
 from .functional import fewbit_apply
 from .reference import FLOAT_DTYPES, TORCH_FORWARD
@@ -17,7 +27,8 @@ from .tables import TableConstants, canonical_params, resolve_table
 
 __all__ = ["FewbitActivation", "ReLU", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish",
            "Softplus", "Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "Hardswish", "ReLU6",
-           "Softsign", "LogSigmoid", "Tanhshrink", "QuickGELU", "SquaredReLU", "make_module"]
+           "Softsign", "LogSigmoid", "Tanhshrink", "QuickGELU", "SquaredReLU", "make_module",
+           "SAFE_GLOBALS"]
 
 
 class FewbitActivation(nn.Module):
@@ -66,6 +77,42 @@ class FewbitActivation(nn.Module):
             raise TypeError(f"fewbit activations take a floating tensor, got {x.dtype}")
         return fewbit_apply(x, self.activation, self.params, self.bits, self._bounds32.view(torch.float32),
                             self._bounds64.view(torch.float64), self._code_map, self._levels.view(torch.float32))
+
+    # -- checkpoints: the table travels as canonical JSON, never as a pickled object ----------
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.frombuffer(bytearray(dumps(self.table, "json")), dtype=torch.uint8)
+
+    def set_extra_state(self, state) -> None:
+        if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8 or state.dim() != 1:
+            raise FewbitError("the checkpoint's entry is not a few-bit table (expected a uint8 tensor of JSON)")
+        saved = loads(state.cpu().numpy().tobytes(), "json", source="checkpoint table")
+        mine = self.table
+        same = (saved.activation == mine.activation and saved.bits == mine.bits
+                and canonical_params(saved.activation, saved.params) == self.params
+                and all(np.array_equal(getattr(saved, k), getattr(mine, k)) for k in ("boundaries", "codes", "levels")))
+        if not same:
+            raise FewbitError(f"the checkpoint's table {saved!r} differs from the module's {mine!r}; "
+                              f"build the module with the checkpoint's table (table= or convert(tables=...))")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        try:
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                          unexpected_keys, error_msgs)
+        except FewbitError as e:
+            error_msgs.append(f"{prefix}_extra_state: {e}")
+        if prefix + "_extra_state" in missing_keys:  # a checkpoint of the unconverted model
+            missing_keys.remove(prefix + "_extra_state")
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        return {**state, "table": dumps(state["table"], "json").decode()}  # a str: weights_only loads it
+
+    def __setstate__(self, state):
+        table = state.get("table")
+        if isinstance(table, str):
+            state = {**state, "table": loads(table.encode(), "json", source="pickled few-bit module")}
+        super().__setstate__(state)
 
     def _args_repr(self) -> str:
         return format_params(self.params)
@@ -257,6 +304,9 @@ class SquaredReLU(_Named):
 # registry name -> module class; every name in TORCH_FORWARD has one
 MODULES = {cls.name: cls for cls in _Named.__subclasses__()}
 MODULES["gelu"] = MODULES["gelu_tanh"] = GELU
+
+# for torch.serialization.safe_globals: a pickled few-bit module holds only these and plain data
+SAFE_GLOBALS = (FewbitActivation, GELU, *_Named.__subclasses__())
 
 
 def make_module(activation: str, params: dict | None = None, *, bits=None, table=None) -> FewbitActivation:

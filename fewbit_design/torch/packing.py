@@ -31,6 +31,7 @@ code below handles 8 codes as one little-endian int64 word (torch runs little-en
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..table import check_bits
 
@@ -50,12 +51,12 @@ _ONES = 0x0101010101010101
 
 
 def _words(flat: torch.Tensor, nbytes: int) -> torch.Tensor:
-    """(B,) int64 view of the codes zero-padded to 8 * B bytes."""
-    if flat.numel() != 8 * nbytes or flat.storage_offset() % 8 or not flat.is_contiguous():
-        padded = flat.new_zeros(8 * nbytes)
-        padded[: flat.numel()] = flat
-        flat = padded
-    return flat.view(torch.int64)
+    """(B,) int64 view of the codes zero-padded to 8 * B bytes.
+
+    Always a fresh copy (offset 0, so the int64 view is aligned): no branch on the input's
+    storage offset, which torch.compile cannot trace without a graph break.
+    """
+    return F.pad(flat, (0, 8 * nbytes - flat.numel())).view(torch.int64)
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:

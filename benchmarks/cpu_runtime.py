@@ -1,0 +1,229 @@
+"""The CPU path against native torch: activations alone, and a small transformer's training step.
+
+Part 1: GELU and SiLU at 1-4 and 8 bits, float32 and bfloat16, 2^16 .. 2^24 elements;
+forward (with autograd recording), backward, and forward + backward, each against the native
+module, plus the plain torch path (the CPU path's oracle and predecessor) at 3 bits.
+Part 2: one AdamW training step of a small character-level GPT (pre-LN blocks, GELU MLP),
+exact GELU against 3-bit GELU, two copies of one model.
+
+Every variant of a row group is timed in turns (round r times each variant once), so that
+load from other processes falls on all of them alike; ratios are within one run only.
+Median and 20/80 % quantiles (benchmarks/_harness.py).
+
+    python benchmarks/cpu_runtime.py                 # full table (a few minutes)
+    python benchmarks/cpu_runtime.py --quick         # 2^16 and 2^20, GELU, fewer rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fewbit_design.torch as ft
+from fewbit_design.torch import cpu, functional
+
+from _harness import fmt, timeit
+
+
+def rounds(variants: dict, repeat: int, raw: bool = False) -> dict:
+    """{name: (median, q20, q80)}: each variant once per round, `repeat` rounds, after a warm-up
+    (raw: {name: all times})."""
+    times = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()
+    for _ in range(repeat):
+        for name, fn in variants.items():
+            times[name].append(timeit(fn, repeat=1, warmup=0)[0][0])
+    if raw:
+        return times
+    return {name: tuple(np.quantile(t, [0.5, 0.2, 0.8])) for name, t in times.items()}
+
+
+def focus(repeat: int):
+    """The issue's case: GELU forward + backward, 3 bits, 2^20 float32, many rounds in turns."""
+    x = torch.randn(1 << 20).requires_grad_(True)
+    g = torch.randn(1 << 20)
+
+    def both(m):
+        def run():
+            x.grad = None
+            m(x).backward(g)
+        return run
+
+    times = rounds({"native": both(nn.GELU()), "3 bit": both(ft.GELU(bits=3))}, repeat, raw=True)
+    print(f"GELU forward + backward, 2^20 float32 elements, {repeat} rounds in turns")
+    print()
+    print("| variant | median [20 %, 80 %] | min | vs native (median) | vs native (min) |")
+    print("|---|---:|---:|---:|---:|")
+    base = times["native"]
+    for variant, t in times.items():
+        q = tuple(np.quantile(t, [0.5, 0.2, 0.8]))
+        print(f"| {variant} | {fmt(q)} | {min(t) * 1e3:.2f} ms | {q[0] / np.median(base):.2f} "
+              f"| {min(t) / min(base):.2f} |")
+    print()
+
+
+class torch_path:
+    """Context: FewbitFunction without the CPU path (the plain torch path)."""
+
+    def __enter__(self):
+        self.saved, functional.cpu = functional.cpu, None
+
+    def __exit__(self, *exc):
+        functional.cpu = self.saved
+
+
+def activation_rows(name: str, dtype, n: int, bits_list, repeat: int):
+    native = {"gelu": nn.GELU, "silu": nn.SiLU}[name]()
+    make = {"gelu": ft.GELU, "silu": ft.SiLU}[name]
+    modules = {"native": native} | {f"{b} bit": make(bits=b) for b in bits_list}
+    x = torch.randn(n, dtype=dtype).requires_grad_(True)
+    g = torch.randn(n, dtype=dtype)
+    graphs = {k: m(x) for k, m in modules.items()}
+
+    def fwd(m):
+        return lambda: m(x)
+
+    def bwd(y):
+        def run():
+            x.grad = None
+            y.backward(g, retain_graph=True)
+        return run
+
+    def both(m, plain=False):
+        def run():
+            x.grad = None
+            if plain:
+                with torch_path():
+                    m(x).backward(g)
+            else:
+                m(x).backward(g)
+        return run
+
+    plain = {"3 bit, torch path": modules["3 bit"]} if "3 bit" in modules else {}
+    out = {}
+    out["forward"] = rounds({k: fwd(m) for k, m in modules.items()}, repeat)
+    out["backward"] = rounds({k: bwd(y) for k, y in graphs.items()}, repeat)
+    out["forward+backward"] = rounds({k: both(m) for k, m in modules.items()}
+                                     | {k: both(m, True) for k, m in plain.items()}, repeat)
+    return out
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x)) with a 4x GELU MLP."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+
+    def forward(self, x):                                                      # (B, T, C)
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.heads, C // self.heads).unbind(2)
+        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True)                     # (B, H, T, C/H)
+        x = x + self.proj(a.transpose(1, 2).reshape(B, T, C))
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+
+
+class CharGPT(nn.Module):
+    def __init__(self, vocab: int, dim: int, heads: int, layers: int, seq: int):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, dim), nn.Embedding(seq, dim)
+        self.blocks = nn.Sequential(*[Block(dim, heads) for _ in range(layers)])
+        self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab)
+
+    def forward(self, idx):                                                    # (B, T)
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+        return self.head(self.ln(self.blocks(x)))                              # (B, T, vocab)
+
+
+def training_rows(args, repeat: int):
+    text = open(__file__, encoding="utf-8").read()        # any text: its characters are the vocabulary
+    chars = sorted(set(text))
+    data = torch.tensor([chars.index(c) for c in text])
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    exact = CharGPT(len(chars), args.dim, args.heads, args.layers, args.seq)
+    fewbit = CharGPT(len(chars), args.dim, args.heads, args.layers, args.seq)
+    fewbit.load_state_dict(exact.state_dict())
+    ft.convert(fewbit, bits=3)
+
+    def step_of(model):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+        def step():
+            i = torch.randint(0, data.numel() - args.seq - 1, (args.batch,), generator=gen)
+            idx = torch.stack([data[j:j + args.seq] for j in i])
+            target = torch.stack([data[j + 1:j + args.seq + 1] for j in i])
+            loss = F.cross_entropy(model(idx).flatten(0, 1), target.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    return rounds({"exact GELU": step_of(exact), "3-bit GELU": step_of(fewbit)}, repeat)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="2^16 and 2^20 elements, GELU only, fewer rounds")
+    p.add_argument("--repeat", type=int, default=None, help="rounds per row group")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--skip-activations", action="store_true", help="only the focus case and the training step")
+    p.add_argument("--focus-rounds", type=int, default=300, help="rounds for the focus case")
+    args = p.parse_args()
+    sizes = [16, 20] if args.quick else [16, 20, 24]
+    names = ["gelu"] if args.quick else ["gelu", "silu"]
+    repeat = args.repeat or (15 if args.quick else 25)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cpu.warm_up()        # compile or load the kernels before timing (see README, "CPU path")
+    import numba
+    print(f"torch {torch.__version__}, numba {numba.__version__} ({numba.threading_layer()} layer), "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+          f"{repeat} rounds per row group")
+    print()
+    focus(args.focus_rounds)
+    for name in [] if args.skip_activations else names:
+        for dtype in (torch.float32, torch.bfloat16):
+            for log_n in sizes:
+                rep = max(5, repeat // 3) if log_n >= 24 else repeat
+                res = activation_rows(name, dtype, 1 << log_n, [1, 2, 3, 4, 8], rep)
+                if name == names[0] and dtype == torch.float32 and log_n == sizes[0]:
+                    print()
+                    print("| activation | dtype | n | pass | variant | time | vs native |")
+                    print("|---|---|---:|---|---|---:|---:|")
+                for pass_, row in res.items():
+                    base = row["native"][0]
+                    for variant, t in row.items():
+                        print(f"| {name} | {str(dtype)[6:]} | 2^{log_n} | {pass_} | {variant} | {fmt(t)} "
+                              f"| {t[0] / base:.2f} |", flush=True)
+    print()
+    res = training_rows(args, max(10, repeat))
+    print(f"Training step, char-level GPT: {args.layers} blocks, dim {args.dim}, {args.heads} heads, "
+          f"seq {args.seq}, batch {args.batch}, AdamW, float32; the two models in turns")
+    print()
+    print("| model | step | vs exact |")
+    print("|---|---:|---:|")
+    base = res["exact GELU"][0]
+    for variant, t in res.items():
+        print(f"| {variant} | {fmt(t)} | {t[0] / base:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
