@@ -194,7 +194,7 @@ def main():
         torch.set_num_threads(args.threads)
     cpu.warm_up()        # compile or load the kernels before timing (see README, "CPU path")
     import numba
-    print(f"torch {torch.__version__}, numba {numba.__version__} ({numba.threading_layer()} layer), "
+    print(f"torch {torch.__version__}, numba {numba.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
           f"{repeat} rounds per row group")
     print()

@@ -13,22 +13,27 @@ int16 and uint16 arrays: the array's dtype tells the kernels the format). Codes 
                     among its values (the fused kernel's table); where bounds crowd, a
                     branch-free binary search over bounds padded with +inf to 2^j - 1
 Work goes in blocks of _BLOCK elements (a multiple of 8: a block owns whole bytes of every
-plane). Large tensors run their blocks in parallel (prange) under a lock, because numba's
-workqueue threading layer aborts on concurrent parallel launches; a thread that finds the
-lock taken runs the serial twin (nogil) instead, so any number of Python threads is safe.
+plane). Large tensors split their blocks into torch.get_num_threads() ranges: the calling
+thread runs one, helper threads (a ThreadPoolExecutor) the others, all in the same nogil
+kernel. Not numba's prange: its OpenMP / TBB workers spin after a launch and took the cores
+torch's own intra-op threads were waiting for (nn.GELU alone slowed from 0.9 to 16 ms per
+call on 2 busy cores), and its workqueue layer aborts on launches from two threads at once.
+Disjoint block ranges own disjoint bytes, so any number of Python threads is safe.
 Compilation (about 10 s of CPU per dtype, once per machine) is cached on disk by numba;
 `warm_up()` does it before training.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 import torch
 from llvmlite import ir
-from numba import prange, types
+from numba import types
 from numba.extending import intrinsic, overload
 
 from .._jit import _load_cached
@@ -42,7 +47,7 @@ __all__ = ["serves", "encode", "decode", "warm_up"]
 _BLOCK = 4096          # elements per block: 4096 B of codes and 16 KiB of float32 stay in L1
 _PARALLEL_MIN = 1 << 16  # below this many elements a parallel launch costs more than it saves
 _COMPARE_MAX = 32      # up to this many intervals, compares; beyond, a table or a search
-_LOCK = threading.Lock()  # one parallel launch at a time (numba's workqueue layer needs it)
+_LOCK = threading.Lock()  # guards _POOL and the first load of each kernel
 
 # -- scalar helpers: float formats through their bit patterns (exact, no DAZ/FTZ effect) --
 
@@ -287,51 +292,48 @@ def _decode_block(packed, g, levels, bits, out, blk):
             os[e] = _narrow(np.float32(_widen(gs[e])) * levels[codes[e]], like)
 
 
-def _encode_blocks(x, bounds, cmap, table, bits, out):
-    for blk in prange((x.size + _BLOCK - 1) // _BLOCK):
+def _encode_range(x, bounds, cmap, table, bits, out, b0, b1):
+    for blk in range(b0, b1):
         _encode_block(x, bounds, cmap, table, bits, out, blk)
 
 
-def _decode_blocks(packed, g, levels, bits, out):
-    for blk in prange((g.size + _BLOCK - 1) // _BLOCK):
+def _decode_range(packed, g, levels, bits, out, b0, b1):
+    for blk in range(b0, b1):
         _decode_block(packed, g, levels, bits, out, blk)
 
 
-# serial twins under their own names: numba's cache index does not tell jit options apart
-def _encode_serial(x, bounds, cmap, table, bits, out):
-    for blk in range((x.size + _BLOCK - 1) // _BLOCK):
-        _encode_block(x, bounds, cmap, table, bits, out, blk)
-
-
-def _decode_serial(packed, g, levels, bits, out):
-    for blk in range((g.size + _BLOCK - 1) // _BLOCK):
-        _decode_block(packed, g, levels, bits, out, blk)
-
-
-_KERNELS = {   # name -> (serial, parallel) dispatchers
-    "encode": (numba.njit(cache=True, nogil=True)(_encode_serial),
-               numba.njit(cache=True, nogil=True, parallel=True)(_encode_blocks)),
-    "decode": (numba.njit(cache=True, nogil=True)(_decode_serial),
-               numba.njit(cache=True, nogil=True, parallel=True)(_decode_blocks)),
+_KERNELS = {   # name -> dispatcher over the blocks b0 .. b1-1 (nogil: threads run it side by side)
+    "encode": numba.njit(cache=True, nogil=True)(_encode_range),
+    "decode": numba.njit(cache=True, nogil=True)(_decode_range),
 }
 _LOADED: set = set()   # (dispatcher, argument types) already looked up in the disk cache
 _BROKEN: list = []     # the exception that turned the CPU path off, if any
+_POOL: list = []       # [(pid, size, ThreadPoolExecutor)]: helper threads, made on first use
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    """The helper threads (size of them); made anew after a fork or a change of thread count."""
+    with _LOCK:
+        if not _POOL or _POOL[0][:2] != (os.getpid(), size):
+            _POOL[:] = [(os.getpid(), size, ThreadPoolExecutor(size, thread_name_prefix="fewbit-cpu"))]
+        return _POOL[0][2]
 
 
 def _launch(name: str, n: int, *args) -> bool:
-    """Run a kernel, in parallel when n is large and no other thread holds the parallel lock.
-    False (and the CPU path off for good, with a warning) if numba fails."""
-    serial, parallel = _KERNELS[name]
-    threads = torch.get_num_threads()
+    """Run a kernel over all blocks: split into torch.get_num_threads() ranges when n is large,
+    the caller's thread taking the first. False (and the CPU path off for good, with a
+    warning) if numba fails."""
+    kernel = _KERNELS[name]
+    blocks = (n + _BLOCK - 1) // _BLOCK
+    threads = min(torch.get_num_threads(), blocks) if n >= _PARALLEL_MIN else 1
     try:
-        if n >= _PARALLEL_MIN and threads > 1 and _LOCK.acquire(blocking=False):
-            try:
-                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-                _call(parallel, args)
-            finally:
-                _LOCK.release()
-        else:
-            _call(serial, args)
+        _call(kernel, args)   # loads from the disk cache (or compiles) once, in this thread
+        cuts = [blocks * i // threads for i in range(threads + 1)]
+        helpers = [_pool(threads - 1).submit(kernel, *args, cuts[i], cuts[i + 1])
+                   for i in range(1, threads)] if threads > 1 else []
+        kernel(*args, cuts[0], cuts[1])
+        for done in helpers:
+            done.result()
         return True
     except Exception as error:   # a numba that cannot compile these kernels: the torch path
         _disable(error)
@@ -339,11 +341,13 @@ def _launch(name: str, n: int, *args) -> bool:
 
 
 def _call(dispatcher, args):
+    """Make sure dispatcher has its machine code for these argument types (a warm disk cache
+    loads without numba's compiler refresh)."""
     key = (dispatcher, args[0].dtype, args[1].dtype)    # the types that vary between calls
-    if key not in _LOADED:          # a warm disk cache loads without numba's compiler refresh
-        _load_cached(dispatcher, args)
-        _LOADED.add(key)
-    dispatcher(*args)
+    if key not in _LOADED:
+        with _LOCK:
+            _load_cached(dispatcher, (*args, 0, 0))
+            _LOADED.add(key)
 
 
 # -- the public face --------------------------------------------------------------------
@@ -422,17 +426,13 @@ def _disable(error: BaseException) -> None:
 
 
 def warm_up(dtypes=(torch.float32, torch.bfloat16, torch.float16)) -> None:
-    """Compile (the first time on a machine: about 10 s of CPU per dtype) or load from numba's
-    disk cache the CPU path's kernels for `dtypes`, serial and parallel, so that the first
-    training step does not pay for it."""
+    """Compile (the first time on a machine: several seconds of CPU per dtype) or load from
+    numba's disk cache the CPU path's kernels for `dtypes`, so that the first training step
+    does not pay for it."""
     for dtype in dtypes:
-        x = torch.zeros(_PARALLEL_MIN, dtype=dtype)
+        x = torch.zeros(8, dtype=dtype)
         bounds, cmap, table = _constants(dtype, torch.zeros(1), None)
-        packed = np.zeros(x.numel() // 8, np.uint8)
-        for name, args in (("encode", (_AS_NUMPY[dtype](x), bounds, cmap, table, 1, packed)),
-                           ("decode", (packed, _AS_NUMPY[dtype](x), np.zeros(2, np.float32), 1,
-                                       _AS_NUMPY[dtype](torch.empty_like(x))))):
-            serial, parallel = _KERNELS[name]
-            _call(serial, args)
-            with _LOCK:
-                _call(parallel, args)
+        packed = np.zeros(1, np.uint8)
+        _launch("encode", 8, _AS_NUMPY[dtype](x), bounds, cmap, table, 1, packed)
+        _launch("decode", 8, packed, _AS_NUMPY[dtype](x), np.zeros(2, np.float32), 1,
+                _AS_NUMPY[dtype](torch.empty_like(x)))
