@@ -17,7 +17,6 @@ Median and 20/80 % quantiles (benchmarks/_harness.py).
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 
 import numpy as np
@@ -29,6 +28,7 @@ import fewbit_design.torch as ft
 from fewbit_design.torch import cpu, functional
 
 from _harness import fmt, timeit
+from _models import Block
 
 
 def rounds(variants: dict, repeat: int, raw: bool = False) -> dict:
@@ -115,30 +115,11 @@ def activation_rows(name: str, dtype, n: int, bits_list, repeat: int):
     return out
 
 
-class Block(nn.Module):
-    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x)) with a 4x GELU MLP."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
-
-    def forward(self, x):                                                      # (B, T, C)
-        B, T, C = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.heads, C // self.heads).unbind(2)
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=True)                     # (B, H, T, C/H)
-        x = x + self.proj(a.transpose(1, 2).reshape(B, T, C))
-        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
-
-
 class CharGPT(nn.Module):
     def __init__(self, vocab: int, dim: int, heads: int, layers: int, seq: int):
         super().__init__()
         self.tok, self.pos = nn.Embedding(vocab, dim), nn.Embedding(seq, dim)
-        self.blocks = nn.Sequential(*[Block(dim, heads) for _ in range(layers)])
+        self.blocks = nn.Sequential(*[Block(dim, heads, nn.GELU()) for _ in range(layers)])
         self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab)
 
     def forward(self, idx):                                                    # (B, T)
