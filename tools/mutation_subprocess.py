@@ -10,9 +10,10 @@ in the current directory, as tools/mutation.sh writes it), then runs
 in `mutants/` for every mutant, `--jobs` at a time, and stores each exit code in the `.meta`
 file, so `mutmut results`, `mutmut show` and `mutmut export-cicd-stats` read the results as
 if `mutmut run` had made them. A run past `--timeout` seconds counts as killed (timeout).
-tools/mutation.sh calls it for torch/functional:
+With --survivors it generates nothing and runs the survivors of an earlier run again (copy
+new tests into mutants/tests first). tools/mutation.sh calls it for torch/functional:
 
-    python tools/mutation_subprocess.py --jobs 2 --timeout 300 -k EXPR tests/a.py tests/b.py
+    python tools/mutation_subprocess.py --jobs 2 --timeout 120 -k EXPR tests/a.py tests/b.py
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def generate() -> list[Path]:
 
 
 def run_one(name: str, tests: list[str], select: str | None, timeout: float) -> tuple[str, int, float]:
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--tb=no", *tests]  # no tensor reprs
     if select:
         cmd += ["-k", select]
     env = dict(os.environ, MUTANT_UNDER_TEST=name, PYTHONPATH=os.path.abspath("mutants"))
@@ -60,9 +61,11 @@ def main() -> None:
     ap.add_argument("tests", nargs="+")
     ap.add_argument("-k", dest="select")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--survivors", action="store_true",
+                    help="no generation: run the survivors of an earlier run again (after new tests)")
     a = ap.parse_args()
-    metas = generate()
+    metas = sorted(Path("mutants").rglob("*.py.meta")) if a.survivors else generate()
     # the unmutated tree must pass, or every mutant would count as killed
     _, rc, secs = run_one("", a.tests, a.select, a.timeout)
     print(f"clean run: exit {rc} in {secs:.0f} s", flush=True)
@@ -70,6 +73,8 @@ def main() -> None:
         sys.exit("the tests fail without a mutant; nothing run")
     for meta_path in metas:
         meta = json.loads(meta_path.read_text())
+        if a.survivors:
+            meta["exit_code_by_key"] = {n: None if c == 0 else c for n, c in meta["exit_code_by_key"].items()}
         names = [n for n, code in meta["exit_code_by_key"].items() if code is None]
         with ThreadPoolExecutor(a.jobs) as pool:
             for i, (name, rc, secs) in enumerate(
