@@ -86,3 +86,30 @@ def test_mutant_interval_of_any_numeric_input():
     for x in ([-2, 0, 1], np.array([-2, 0, 1], dtype=np.int8), np.array([-2, 0, 1], dtype=np.float32), (-2.0, 0.0, 1.0)):
         assert t.interval(x).tolist() == [0, 2, 3]
     assert t.interval(["-2", "0", "1"]).tolist() == [0, 2, 3]      # numeric strings: as np.float64 reads them
+
+
+MISSING = [("format",), ("version",), ("activation",), ("distribution",), ("error",), ("bits",),
+           ("activation", "name"), ("distribution", "name"), ("error", "mse"), ("error", "relative"),
+           ("boundaries",), ("codes",), ("levels",)]
+
+
+@pytest.mark.parametrize("path", MISSING, ids=".".join)
+def test_mutant_from_dict_names_the_missing_field(path):
+    # mutation testing: a wrong field name in the "missing field" message survived
+    d = good()
+    *head, last = path
+    obj = d
+    for k in head:
+        obj = obj[k]
+    del obj[last]
+    with pytest.raises(FewbitError, match="^" + re.escape(f"t.json: missing field '{'.'.join(path)}'") + "$"):
+        Table.from_dict(d, source="t.json")
+
+
+def test_mutant_from_dict_defaults_of_optional_fields():
+    d = good()
+    for key in ("partition", "solver"):
+        d.pop(key, None)
+    del d["activation"]["params"], d["distribution"]["params"]
+    t = Table.from_dict(d, source="t.json")
+    assert t.partition == "contiguous" and t.params == {} and t.dist_params == {}
