@@ -15,8 +15,9 @@
 # NUMBA_DISABLE_JIT=1. Prints one line per module: mutants, killed (a test failed or the
 # mutant timed out), survived, not checked (budget), and writes the survivors' diffs to
 # <module>/survivors.txt. torch/functional runs through tools/mutation_subprocess.py instead
-# of `mutmut run` (mutmut generates the mutants; each runs in a fresh pytest subprocess, as
-# torch in mutmut's forked children did not finish).
+# of `mutmut run` (mutmut generates the mutants; torch, Triton and numba are imported once,
+# and each mutant runs in a child forked from that clean parent, as torch in mutmut's own
+# forked children did not finish).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${MUTATION_DIR:-/tmp/fewbit-mutation}
@@ -45,8 +46,9 @@ SRC[packing]=fewbit_design/torch/packing.py
 TESTS[packing]="tests/test_torch_packing.py tests/test_claims_torch.py"
 SELECT[packing]=""
 SRC[functional]=fewbit_design/torch/functional.py
-TESTS[functional]="tests/test_torch_functional.py"
+TESTS[functional]="tests/test_claims_functional.py"
 SELECT[functional]=""
+PRELOAD_functional=fewbit_design.torch.cpu:warm_up   # imported once; each mutant a fork
 ORDER=(dp refine levelset table formats packing functional)
 
 report() {   # summary line and survivors' diffs of module $1 (uses $dir, $secs, $rc)
@@ -95,7 +97,7 @@ for m in "${mods[@]}"; do
     if [ "$m" = functional ]; then   # torch under mutmut's fork hangs: one subprocess per mutant
         sel=(); [ -n "${SELECT[$m]}" ] && sel=(-k "${SELECT[$m]}")
         (cd "$dir" && timeout "$budget" "$py" "$root/tools/mutation_subprocess.py" --jobs "$jobs" \
-            "${sel[@]}" ${TESTS[$m]} > "$dir/mutmut.log" 2>&1)
+            --preload "$PRELOAD_functional" "${sel[@]}" ${TESTS[$m]} > "$dir/mutmut.log" 2>&1)
     else
         (cd "$dir" && env "${envs[@]}" timeout "$budget" "$py" -m mutmut run \
             --max-children "$jobs" > "$dir/mutmut.log" 2>&1)

@@ -11,16 +11,28 @@ in `mutants/` for every mutant, `--jobs` at a time, and stores each exit code in
 file, so `mutmut results`, `mutmut show` and `mutmut export-cicd-stats` read the results as
 if `mutmut run` had made them. A run past `--timeout` seconds counts as killed (timeout).
 With --survivors it generates nothing and runs the survivors of an earlier run again (copy
-new tests into mutants/tests first). tools/mutation.sh calls it for torch/functional:
+new tests into mutants/tests first).
 
-    python tools/mutation_subprocess.py --jobs 2 --timeout 120 -k EXPR tests/a.py tests/b.py
+With --preload MODULE[:FUNCTION] (repeatable) the parent imports those modules (from
+`mutants/`, with tests/conftest.py's environment) and calls FUNCTION, then forks one child
+per mutant that runs pytest.main in-process: each child starts from the same clean,
+imported state (no mutant is active in the parent; a child's changes die with it), and the
+per-mutant cost drops from the imports (torch, Triton, numba: about 8 s of CPU) to the
+tests themselves. The parent runs no torch op first (set_num_threads(1): no OpenMP pool
+to inherit); that is what made mutmut's own fork hang. tools/mutation.sh calls it for
+torch/functional:
+
+    python tools/mutation_subprocess.py --jobs 1 --timeout 120 \
+        --preload fewbit_design.torch.cpu:warm_up tests/test_claims_functional.py
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -56,33 +68,95 @@ def run_one(name: str, tests: list[str], select: str | None, timeout: float) -> 
     return name, rc, time.monotonic() - start
 
 
+def preload(specs: list[str]) -> None:
+    """Import MODULE (and call FUNCTION) for each MODULE[:FUNCTION], as the tests would see them."""
+    sys.path.insert(0, os.path.abspath("mutants"))
+    os.environ["PYTHONPATH"] = os.path.abspath("mutants")
+    if Path("mutants/tests/conftest.py").exists():
+        runpy.run_path("mutants/tests/conftest.py")   # its environment (e.g. TRITON_INTERPRET)
+    import torch
+    torch.set_num_threads(1)   # no intra-op thread pool in the parent: children fork cleanly
+    for spec in specs:
+        module, _, function = spec.partition(":")
+        mod = importlib.import_module(module)
+        if function:
+            getattr(mod, function)()
+
+
+def run_forked(names: list[str], tests: list[str], select: str | None, timeout: float, jobs: int):
+    """Yield (name, exit code, seconds) for each mutant, each run by pytest.main in a forked child."""
+    args = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--tb=no", *tests]
+    if select:
+        args += ["-k", select]
+    pending, running = list(names), {}   # pid -> (name, start)
+    while pending or running:
+        while pending and len(running) < jobs:
+            name = pending.pop(0)
+            pid = os.fork()
+            if pid == 0:   # child: the mutant, the tests, the exit code
+                code = 1
+                try:
+                    os.environ["MUTANT_UNDER_TEST"] = name
+                    os.chdir("mutants")
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, 1)
+                    os.dup2(null, 2)
+                    import pytest
+                    code = int(pytest.main(args))
+                finally:
+                    os._exit(code)
+            running[pid] = (name, time.monotonic())
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            name, start = running.pop(pid)
+            yield name, os.waitstatus_to_exitcode(status), time.monotonic() - start
+            continue
+        for pid, (name, start) in list(running.items()):
+            if time.monotonic() - start > timeout:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                running.pop(pid)
+                yield name, 24, time.monotonic() - start   # mutmut's code for a timeout (killed)
+        time.sleep(0.02)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("tests", nargs="+")
     ap.add_argument("-k", dest="select")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--preload", action="append", default=[], metavar="MODULE[:FUNCTION]",
+                    help="import in the parent, then fork one pytest.main per mutant (see above)")
     ap.add_argument("--survivors", action="store_true",
                     help="no generation: run the survivors of an earlier run again (after new tests)")
     a = ap.parse_args()
     metas = sorted(Path("mutants").rglob("*.py.meta")) if a.survivors else generate()
-    # the unmutated tree must pass, or every mutant would count as killed
-    _, rc, secs = run_one("", a.tests, a.select, a.timeout)
+    # the unmutated tree must pass, or every mutant would count as killed; this first run
+    # also fills numba's disk cache for the mutants/ copy (minutes of compiling on a busy machine)
+    _, rc, secs = run_one("", a.tests, a.select, 10 * a.timeout)
     print(f"clean run: exit {rc} in {secs:.0f} s", flush=True)
     if rc != 0:
         sys.exit("the tests fail without a mutant; nothing run")
+    if a.preload:
+        preload(a.preload)
+        _, rc, secs = next(run_forked([""], a.tests, a.select, a.timeout, 1))
+        print(f"clean run, forked: exit {rc} in {secs:.1f} s", flush=True)
+        if rc != 0:
+            sys.exit("the tests fail in a forked child without a mutant; nothing run")
     for meta_path in metas:
         meta = json.loads(meta_path.read_text())
         if a.survivors:
             meta["exit_code_by_key"] = {n: None if c == 0 else c for n, c in meta["exit_code_by_key"].items()}
         names = [n for n, code in meta["exit_code_by_key"].items() if code is None]
         with ThreadPoolExecutor(a.jobs) as pool:
-            for i, (name, rc, secs) in enumerate(
-                    pool.map(lambda n: run_one(n, a.tests, a.select, a.timeout), names), 1):
+            results = (run_forked(names, a.tests, a.select, a.timeout, a.jobs) if a.preload else
+                       pool.map(lambda n: run_one(n, a.tests, a.select, a.timeout), names))
+            for i, (name, rc, secs) in enumerate(results, 1):
                 meta["exit_code_by_key"][name] = 0 if rc == 0 else (rc if rc in (24, 5) else 1)
                 meta["durations_by_key"][name] = secs
                 meta_path.write_text(json.dumps(meta, indent=4))  # results so far survive a budget stop
-                print(f"{i}/{len(names)} {name}: {'survived' if rc == 0 else 'killed'} ({secs:.0f} s)", flush=True)
+                print(f"{i}/{len(names)} {name}: {'survived' if rc == 0 else 'killed'} ({secs:.1f} s)", flush=True)
 
 
 if __name__ == "__main__":
