@@ -14,11 +14,11 @@ With --survivors it generates nothing and runs the survivors of an earlier run a
 new tests into mutants/tests first).
 
 With --preload MODULE[:FUNCTION] (repeatable) the parent imports those modules (from
-`mutants/`, with tests/conftest.py's environment) and calls FUNCTION, then forks one child
-per mutant that runs pytest.main in-process: each child starts from the same clean,
-imported state (no mutant is active in the parent; a child's changes die with it), and the
-per-mutant cost drops from the imports (torch, Triton, numba: about 8 s of CPU) to the
-tests themselves. The parent runs no torch op first (set_num_threads(1): no OpenMP pool
+`mutants/`, with tests/conftest.py's environment), calls FUNCTION, runs the tests once with
+no mutant active, then forks one child per mutant that runs pytest.main in-process: each
+child starts from the same clean, warm state (no mutant is active in the parent; a child's
+changes die with it), and the per-mutant cost drops from the imports and first calls
+(torch, Triton's interpreter, numba's dispatchers) to the tests themselves. The parent runs no torch op first (set_num_threads(1): no OpenMP pool
 to inherit); that is what made mutmut's own fork hang. tools/mutation.sh calls it for
 torch/functional:
 
@@ -83,6 +83,27 @@ def preload(specs: list[str]) -> None:
             getattr(mod, function)()
 
 
+def run_in_parent(tests: list[str], select: str | None) -> int:
+    """The tests once in this process, no mutant active: a check, and it loads what the tests
+    load (numba dispatchers, Triton's interpreter, lookup tables), so children start warm."""
+    import pytest
+    args = ["-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--tb=short", *tests]
+    if select:
+        args += ["-k", select]
+    here, out, err = os.getcwd(), os.dup(1), os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.environ["MUTANT_UNDER_TEST"] = ""
+    try:
+        os.chdir("mutants")
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        return int(pytest.main(args))
+    finally:
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.chdir(here)
+
+
 def run_forked(names: list[str], tests: list[str], select: str | None, timeout: float, jobs: int):
     """Yield (name, exit code, seconds) for each mutant, each run by pytest.main in a forked child."""
     args = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--tb=no", *tests]
@@ -140,10 +161,13 @@ def main() -> None:
         sys.exit("the tests fail without a mutant; nothing run")
     if a.preload:
         preload(a.preload)
-        _, rc, secs = next(run_forked([""], a.tests, a.select, a.timeout, 1))
-        print(f"clean run, forked: exit {rc} in {secs:.1f} s", flush=True)
-        if rc != 0:
-            sys.exit("the tests fail in a forked child without a mutant; nothing run")
+        start = time.monotonic()
+        rc = run_in_parent(a.tests, a.select)   # warms the caches every child then inherits
+        print(f"clean run in the parent: exit {rc} in {time.monotonic() - start:.1f} s", flush=True)
+        _, rc2, secs = next(run_forked([""], a.tests, a.select, a.timeout, 1))
+        print(f"clean run, forked: exit {rc2} in {secs:.1f} s", flush=True)
+        if rc != 0 or rc2 != 0:
+            sys.exit("the tests fail without a mutant (in the parent or a forked child); nothing run")
     for meta_path in metas:
         meta = json.loads(meta_path.read_text())
         if a.survivors:
