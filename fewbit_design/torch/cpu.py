@@ -193,22 +193,31 @@ def _encode_block(x, bounds, cmap, table, steps, bits, out, blk, codes, ints, fl
         return
     v = _floats(x, lo, k, floats)
     if m <= _COMPARE_MAX:
-        # code = map[interval]: start at map[0], add steps[i] = map[i+1] - map[i] for each
-        # b_i <= x; four bounds per pass over the block (bounds padded with +inf to a multiple
-        # of 4, steps 0), int32 lanes vectorise; NaN counts every bound (the padding's steps
-        # are 0), so lands last
+        # code = map[interval]: map[0] plus steps[i] = map[i+1] - map[i] for each b_i <= x, by
+        # passes of eight bounds over the block, then one of four (bounds padded with +inf to a
+        # multiple of 4, steps 0): compares and masked int32 adds in vector lanes; NaN counts
+        # every bound (the padding's steps are 0), so lands last
         acc = ints[:_BLOCK]
         c0 = np.int32(cmap[0])
         for e in range(k):
             acc[e] = c0
-        for i in range(0, m - 1, 4):
+        z = np.int32(0)
+        for i in range(0, bounds.size - 7, 8):
             b0, b1, b2, b3 = bounds[i], bounds[i + 1], bounds[i + 2], bounds[i + 3]
+            b4, b5, b6, b7 = bounds[i + 4], bounds[i + 5], bounds[i + 6], bounds[i + 7]
             d0, d1, d2, d3 = steps[i], steps[i + 1], steps[i + 2], steps[i + 3]
-            zero = np.int32(0)
+            d4, d5, d6, d7 = steps[i + 4], steps[i + 5], steps[i + 6], steps[i + 7]
             for e in range(k):
                 ve = v[e]
-                acc[e] += (((zero if ve < b0 else d0) + (zero if ve < b1 else d1))
-                           + ((zero if ve < b2 else d2) + (zero if ve < b3 else d3)))
+                acc[e] += ((((z if ve < b0 else d0) + (z if ve < b1 else d1)) + ((z if ve < b2 else d2) + (z if ve < b3 else d3)))
+                           + (((z if ve < b4 else d4) + (z if ve < b5 else d5)) + ((z if ve < b6 else d6) + (z if ve < b7 else d7))))
+        if bounds.size % 8:
+            i = bounds.size - 4
+            b0, b1, b2, b3 = bounds[i], bounds[i + 1], bounds[i + 2], bounds[i + 3]
+            d0, d1, d2, d3 = steps[i], steps[i + 1], steps[i + 2], steps[i + 3]
+            for e in range(k):
+                ve = v[e]
+                acc[e] += (((z if ve < b0 else d0) + (z if ve < b1 else d1)) + ((z if ve < b2 else d2) + (z if ve < b3 else d3)))
         for e in range(k):
             codes[e] = np.uint8(acc[e] & 0xFF)
     elif table.size:
@@ -349,7 +358,7 @@ def _encode_team(data, like):
     bounds = numba.carray(_pointer(a[2], np.float32(0)), a[3])
     cmap = numba.carray(_pointer(a[4], np.uint8(0)), a[5])
     table = numba.carray(_pointer(a[6], np.int16(0)), a[7])
-    steps = numba.carray(_pointer(a[8], np.int32(0)), _COMPARE_MAX + 3)
+    steps = numba.carray(_pointer(a[8], np.int32(0)), _COMPARE_MAX + 8)
     out = numba.carray(_pointer(a[10], np.uint8(0)), bits * ((n + 7) >> 3))
     scratch = a[11] + _claim(w, _NEXT_SLOT_E) * _SLOT
     codes = numba.carray(_pointer(scratch, np.uint8(0)), _BLOCK)
@@ -525,11 +534,11 @@ def _constants(dtype, bounds32, code_map):
         m = bounds.size + 1
         cmap = np.arange(m, dtype=np.uint8) if code_map is None else code_map.numpy()
         table = _EMPTY
-        steps = np.zeros(_COMPARE_MAX + 3, np.int32)
+        steps = np.zeros(_COMPARE_MAX + 8, np.int32)
         if dtype != torch.float32:  # one load per element beats even a single compare pass
             table = lut.code_lut(bounds32, code_map, dtype).numpy().astype(np.int16)
-        elif m <= _COMPARE_MAX:     # four compares per pass: pad with +inf to a multiple of 4
-            bounds = np.concatenate([bounds, np.full(-(m - 1) % 4, np.inf, np.float32)])
+        elif m <= _COMPARE_MAX:     # passes of 8 and 4 compares: pad with +inf to a multiple of 4
+            bounds = np.concatenate([bounds, np.full(-(m - 1) % 4 or (4 if m == 1 else 0), np.inf, np.float32)])
             steps[:m - 1] = np.diff(cmap.astype(np.int32))
         elif lut.bracket(bounds32)[0] is not None:
             table = lut.bracket(bounds32)[0].numpy()
