@@ -25,6 +25,7 @@ import argparse
 import ctypes
 import platform
 import resource
+import time
 
 import numpy as np
 import torch
@@ -67,16 +68,55 @@ def focus(repeat: int):
             faults.setdefault(name, []).append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         return run
 
-    times = rounds({"native": both("native", nn.GELU()), "3 bit": both("3 bit", ft.GELU(bits=3))}, repeat, raw=True)
-    print(f"GELU forward + backward, 2^20 float32 elements, {repeat} rounds in turns")
+    variants = {"native": both("native", nn.GELU()), "3 bit": both("3 bit", ft.GELU(bits=3))}
+    times = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()
+    for r in range(repeat):             # in turns, the order swapped every round
+        for name in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+            t0 = time.perf_counter()
+            variants[name]()
+            times[name].append(time.perf_counter() - t0)
+    paired = np.array(times["3 bit"]) / np.array(times["native"])   # the two calls of one round
+    print(f"GELU forward + backward, 2^20 float32 elements, {repeat} rounds in turns (order swapped each round)")
     print()
-    print("| variant | median [20 %, 80 %] | min | vs native (median) | vs native (min) | page faults per call |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| variant | median [20 %, 80 %] | min | vs native (medians) | vs native (mins) "
+          "| vs native (median of per-round ratios [20 %, 80 %]) | page faults per call |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     base = times["native"]
     for variant, t in times.items():
         q = tuple(np.quantile(t, [0.5, 0.2, 0.8]))
+        ratio = (f"{np.median(paired):.2f} [{np.quantile(paired, 0.2):.2f}, {np.quantile(paired, 0.8):.2f}]"
+                 if variant != "native" else "1.00")
         print(f"| {variant} | {fmt(q)} | {min(t) * 1e3:.2f} ms | {q[0] / np.median(base):.2f} "
-              f"| {min(t) / min(base):.2f} | {np.mean(faults[variant][1:]):.0f} |")
+              f"| {min(t) / min(base):.2f} | {ratio} | {np.mean(faults[variant][1:]):.0f} |")
+    print()
+
+
+def overhead(repeat: int):
+    """Fixed cost per call: forward and backward on 1024 float32 elements, in turns."""
+    x = torch.randn(1024).requires_grad_(True)
+    g = torch.randn(1024)
+    modules = {"native": nn.GELU(), "3 bit": ft.GELU(bits=3)}
+    times = {(k, p): [] for k in modules for p in ("forward", "backward")}
+    for r in range(repeat + 50):          # the first 50 rounds warm up
+        for name, m in modules.items():
+            x.grad = None
+            t0 = time.perf_counter()
+            y = m(x)
+            t1 = time.perf_counter()
+            y.backward(g)
+            t2 = time.perf_counter()
+            if r >= 50:
+                times[(name, "forward")].append(t1 - t0)
+                times[(name, "backward")].append(t2 - t1)
+    print(f"Cost per call on 1024 float32 elements (GELU), {repeat} rounds in turns: median [20 %, 80 %]")
+    print()
+    print("| variant | forward | backward |")
+    print("|---|---:|---:|")
+    for name in modules:
+        f, b = (np.quantile(times[(name, p)], [0.5, 0.2, 0.8]) * 1e6 for p in ("forward", "backward"))
+        print(f"| {name} | {f[0]:.1f} µs [{f[1]:.1f}, {f[2]:.1f}] | {b[0]:.1f} µs [{b[1]:.1f}, {b[2]:.1f}] |")
     print()
 
 
@@ -207,6 +247,7 @@ def main():
           f"{repeat} rounds per row group; malloc {'steady (mallopt)' if steady else 'as it comes'}")
     print()
     focus(args.focus_rounds)
+    overhead(2000)
     for name in [] if args.skip_activations else names:
         for dtype in (torch.float32, torch.bfloat16):
             for log_n in sizes:

@@ -194,15 +194,16 @@ def _encode_block(x, bounds, cmap, table, steps, bits, out, blk, codes, ints, fl
     v = _floats(x, lo, k, floats)
     if m <= _COMPARE_MAX:
         # code = map[interval]: map[0] plus steps[i] = map[i+1] - map[i] for each b_i <= x, by
-        # passes of eight bounds over the block, then one of four (bounds padded with +inf to a
-        # multiple of 4, steps 0): compares and masked int32 adds in vector lanes; NaN counts
-        # every bound (the padding's steps are 0), so lands last
+        # passes of eight bounds over the block, then of four, two, one for the rest (compares
+        # and masked int32 adds in vector lanes); NaN counts every bound, so lands last
         acc = ints[:_BLOCK]
         c0 = np.int32(cmap[0])
         for e in range(k):
             acc[e] = c0
         z = np.int32(0)
-        for i in range(0, bounds.size - 7, 8):
+        nb = m - 1
+        i = 0
+        while i + 8 <= nb:
             b0, b1, b2, b3 = bounds[i], bounds[i + 1], bounds[i + 2], bounds[i + 3]
             b4, b5, b6, b7 = bounds[i + 4], bounds[i + 5], bounds[i + 6], bounds[i + 7]
             d0, d1, d2, d3 = steps[i], steps[i + 1], steps[i + 2], steps[i + 3]
@@ -211,13 +212,24 @@ def _encode_block(x, bounds, cmap, table, steps, bits, out, blk, codes, ints, fl
                 ve = v[e]
                 acc[e] += ((((z if ve < b0 else d0) + (z if ve < b1 else d1)) + ((z if ve < b2 else d2) + (z if ve < b3 else d3)))
                            + (((z if ve < b4 else d4) + (z if ve < b5 else d5)) + ((z if ve < b6 else d6) + (z if ve < b7 else d7))))
-        if bounds.size % 8:
-            i = bounds.size - 4
+            i += 8
+        if i + 4 <= nb:
             b0, b1, b2, b3 = bounds[i], bounds[i + 1], bounds[i + 2], bounds[i + 3]
             d0, d1, d2, d3 = steps[i], steps[i + 1], steps[i + 2], steps[i + 3]
             for e in range(k):
                 ve = v[e]
                 acc[e] += (((z if ve < b0 else d0) + (z if ve < b1 else d1)) + ((z if ve < b2 else d2) + (z if ve < b3 else d3)))
+            i += 4
+        if i + 2 <= nb:
+            b0, b1, d0, d1 = bounds[i], bounds[i + 1], steps[i], steps[i + 1]
+            for e in range(k):
+                ve = v[e]
+                acc[e] += (z if ve < b0 else d0) + (z if ve < b1 else d1)
+            i += 2
+        if i < nb:
+            b0, d0 = bounds[i], steps[i]
+            for e in range(k):
+                acc[e] += z if v[e] < b0 else d0
         for e in range(k):
             codes[e] = np.uint8(acc[e] & 0xFF)
     elif table.size:
@@ -264,26 +276,31 @@ def _pick8(c, l0, l1, l2, l3, l4, l5, l6, l7):
 
 
 @numba.njit
-def _decode_block(packed, g, levels, bits, out, blk, codes):
-    """out = float32(g) * levels[code] on block blk, in out's format; codes is scratch."""
+def _decode_block(packed, g, levels, bits, out, blk, codes, ints):
+    """out = float32(g) * levels[code] on block blk, in out's format; codes and ints are scratch."""
     n = g.size
     lo = blk * _BLOCK
     k = min(_BLOCK, n - lo)
     nby = (k + 7) >> 3
     nbytes = (n + 7) >> 3
     words = codes.view(np.uint64)                # 8 codes per word, code j in byte j
-    for i in range(nby):
-        words[i] = 0
     base = lo >> 3
+    ones, diagonal = np.uint64(_ONES), np.uint64(0x8040201008040201)
+    high, fill = np.uint64(0x8080808080808080), np.uint64(0x7F7F7F7F7F7F7F7F)
     for p in range(bits):
+        # bit j of a plane byte -> bit p of byte j: the byte copied to all 8 bytes, byte j keeps
+        # its bit j, and adding 0x7F sets a byte's top bit exactly when that bit was there
         plane = packed[p * nbytes + base:p * nbytes + base + nby]   # a slice: no aliasing, vectorises
-        shift = np.uint64(p)
-        for i in range(nby):
-            w = np.uint64(plane[i])
-            w = (w | (w << np.uint64(28))) & np.uint64(0x0000000F0000000F)   # bit j -> bit 8j
-            w = (w | (w << np.uint64(14))) & np.uint64(0x0003000300030003)
-            w = (w | (w << np.uint64(7))) & np.uint64(_ONES)
-            words[i] |= w << shift
+        shift = np.uint64(7 - p)
+        if p == 0:
+            for i in range(nby):
+                words[i] = ((((np.uint64(plane[i]) * ones) & diagonal) + fill) & high) >> shift
+        else:
+            for i in range(nby):
+                words[i] |= ((((np.uint64(plane[i]) * ones) & diagonal) + fill) & high) >> shift
+    c = ints[:k]
+    for e in range(k):                           # int32 lanes: the selects below test 16 codes at once
+        c[e] = np.int32(codes[e])
     gs, os, like = g[lo:lo + k], out[lo:lo + k], out[lo]   # like: out's scalar type, read once
     # level by a select tree on the code's bits up to 4 bits (vectorises; a gather does not, or slowly)
     top = levels.size - 1
@@ -293,17 +310,17 @@ def _decode_block(packed, g, levels, bits, out, blk, codes):
     lc, ld, le, lf = levels[min(12, top)], levels[min(13, top)], levels[min(14, top)], levels[min(15, top)]
     if bits <= 3:
         for e in range(k):
-            level = _pick8(codes[e], l0, l1, l2, l3, l4, l5, l6, l7)
+            level = _pick8(c[e], l0, l1, l2, l3, l4, l5, l6, l7)
             os[e] = _narrow(np.float32(_widen(gs[e])) * level, like)     # float32(grad_y) * level
     elif bits == 4:
         for e in range(k):
-            c = codes[e]
-            level = (_pick8(c, l8, l9, la, lb, lc, ld, le, lf) if c & 8 else
-                     _pick8(c, l0, l1, l2, l3, l4, l5, l6, l7))
+            ce = c[e]
+            level = (_pick8(ce, l8, l9, la, lb, lc, ld, le, lf) if ce & 8 else
+                     _pick8(ce, l0, l1, l2, l3, l4, l5, l6, l7))
             os[e] = _narrow(np.float32(_widen(gs[e])) * level, like)
     else:
         for e in range(k):
-            os[e] = _narrow(np.float32(_widen(gs[e])) * levels[codes[e]], like)
+            os[e] = _narrow(np.float32(_widen(gs[e])) * levels[c[e]], like)
 
 
 # -- launches: one cfunc per (kind, dtype), given the address of a table of int64 words --------
@@ -381,11 +398,13 @@ def _decode_team(data, like):
     g = numba.carray(_pointer(a[2], like), n)
     levels = numba.carray(_pointer(a[3], np.float32(0)), a[4])
     out = numba.carray(_pointer(a[6], like), n)
-    codes = numba.carray(_pointer(a[7] + _claim(w, _NEXT_SLOT_D) * _SLOT, np.uint8(0)), _BLOCK)
+    scratch = a[7] + _claim(w, _NEXT_SLOT_D) * _SLOT
+    codes = numba.carray(_pointer(scratch, np.uint8(0)), _BLOCK)
+    ints = numba.carray(_pointer(scratch + _BLOCK, np.int32(0)), 2 * _BLOCK)
     blocks = (n + _BLOCK - 1) // _BLOCK
     blk = _claim(w, _NEXT_BLOCK_D)
     while blk < blocks:
-        _decode_block(packed, g, levels, bits, out, blk, codes)
+        _decode_block(packed, g, levels, bits, out, blk, codes, ints)
         blk = _claim(w, _NEXT_BLOCK_D)
 
 
@@ -537,8 +556,7 @@ def _constants(dtype, bounds32, code_map):
         steps = np.zeros(_COMPARE_MAX + 8, np.int32)
         if dtype != torch.float32:  # one load per element beats even a single compare pass
             table = lut.code_lut(bounds32, code_map, dtype).numpy().astype(np.int16)
-        elif m <= _COMPARE_MAX:     # passes of 8 and 4 compares: pad with +inf to a multiple of 4
-            bounds = np.concatenate([bounds, np.full(-(m - 1) % 4 or (4 if m == 1 else 0), np.inf, np.float32)])
+        elif m <= _COMPARE_MAX:     # compares: the bounds as they are
             steps[:m - 1] = np.diff(cmap.astype(np.int32))
         elif lut.bracket(bounds32)[0] is not None:
             table = lut.bracket(bounds32)[0].numpy()
