@@ -577,7 +577,7 @@ def _constants(dtype, bounds32, code_map):
 def encode(x: torch.Tensor, bounds32, code_map, bits: int) -> torch.Tensor:
     """pack_codes(code(x), bits) for a CPU tensor x that `serves` accepts (read row-major;
     copied only when not contiguous)."""
-    flat = x.detach().reshape(-1).contiguous()
+    flat = x if x.is_contiguous() else x.detach().contiguous()    # read through data_ptr: no view needed
     n = flat.numel()
     out = torch.empty(bits * ((n + 7) // 8), dtype=torch.uint8)
     if n:
