@@ -333,3 +333,29 @@ def test_kernels_load_from_the_disk_cache_threads_are_safe_and_no_numba_pool_sta
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(out["hits"]) == 2 * len(DTYPES) and set(out["hits"].values()) == {1}, out   # loaded, not compiled
     assert out["layer"] is None and out["same"] == [True, True], out
+
+
+def test_compiling_outside_warm_up_is_announced(monkeypatch, tmp_path):
+    """A kernel that is not in numba's disk cache is compiled with a RuntimeWarning that names
+    it and points to warm_up(), unless warm_up() itself asks; a cached one loads silently."""
+    (tmp_path / "fewbit_probe_kernel.py").write_text("def probe(data):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    probe = importlib.import_module("fewbit_probe_kernel").probe
+    with pytest.warns(RuntimeWarning, match="compiling"):
+        first = cpu._make_cfunc(probe, "compiling the probe")
+    assert first.cache_hits == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = cpu._make_cfunc(probe, "compiling the probe")      # from the disk cache now
+    assert again.cache_hits == 1
+
+    asked = []
+    monkeypatch.setattr(cpu, "_make_cfunc", lambda fn, message=None: asked.append(message) or first)
+    monkeypatch.setattr(cpu, "_WORKERS", {})
+    cpu.warm_up((torch.float32,))
+    assert asked == [None, None]
+    monkeypatch.setattr(cpu, "_WORKERS", {})
+    cpu._worker("encode", torch.bfloat16)
+    assert asked[-1] == cpu._COMPILING.format(kind="encode", dtype="bfloat16") and "warm_up()" in asked[-1]

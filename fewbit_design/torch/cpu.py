@@ -440,19 +440,26 @@ _BROKEN: list = []     # the exception that turned the CPU path off, if any
 _TEAM: list = []       # [GOMP_parallel of torch's OpenMP runtime, or None], looked up on first use
 
 
-def _worker(kind: str, dtype):
+_COMPILING = ("fewbit_design: compiling the CPU path's {kind} kernel for {dtype} (once per machine: "
+              "several seconds; numba caches it on disk). Call fewbit_design.torch.cpu.warm_up() "
+              "before training to do this up front.")
+
+
+def _worker(kind: str, dtype, announce: bool = True):
     """The cfunc for (kind, dtype): from numba's disk cache when there (without the compiler
-    start-up that numba's own cache hit costs), else compiled and cached."""
+    start-up that numba's own cache hit costs), else compiled and cached, with a warning
+    when `announce` (compiling in the first training step should not go unnoticed)."""
     worker = _WORKERS.get((kind, dtype))
     if worker is None:
         with _LOCK:
             worker = _WORKERS.get((kind, dtype))
             if worker is None:
-                worker = _WORKERS[(kind, dtype)] = _make_cfunc(_SOURCES[(kind, dtype)])
+                message = _COMPILING.format(kind=kind, dtype=str(dtype)[6:]) if announce else None
+                worker = _WORKERS[(kind, dtype)] = _make_cfunc(_SOURCES[(kind, dtype)], message)
     return worker
 
 
-def _make_cfunc(fn):
+def _make_cfunc(fn, message: str | None = None):
     from numba.core import sigutils
     from numba.core.ccallback import CFunc
 
@@ -474,6 +481,10 @@ def _make_cfunc(fn):
             return cfunc
     except Exception:   # any internal change in numba: its public path below still works
         pass
+    if message:
+        import warnings
+
+        warnings.warn(message, RuntimeWarning, stacklevel=5)
     cfunc.compile()
     return cfunc
 
@@ -623,7 +634,7 @@ def warm_up(dtypes=(torch.float32, torch.bfloat16, torch.float16)) -> None:
     for dtype in dtypes:
         for kind in ("encode", "decode"):
             try:
-                _worker(kind, dtype)
+                _worker(kind, dtype, announce=False)
             except Exception as error:
                 _disable(error)
                 return
