@@ -155,12 +155,8 @@ def _pack_block(codes, k, out, nbytes, lo, bits):
     for p in range(bits):
         plane = out[p * nbytes + base:p * nbytes + base + nby]     # a slice: no aliasing, vectorises
         shift = np.uint64(p)
-        for i in range(nby):
-            w = (words[i] >> shift) & np.uint64(_ONES)              # bit p of code j -> bit 8j
-            w = (w | (w >> np.uint64(7))) & np.uint64(0x0003000300030003)
-            w = (w | (w >> np.uint64(14))) & np.uint64(0x0000000F0000000F)
-            w = (w | (w >> np.uint64(28))) & np.uint64(0xFF)      # bit 8j -> bit j
-            plane[i] = np.uint8(w)
+        for i in range(nby):                     # bit p of code j -> bit 8j -> (one multiply) bit 56 + j
+            plane[i] = np.uint8((((words[i] >> shift) & np.uint64(_ONES)) * np.uint64(0x0102040810204080)) >> np.uint64(56))
 
 
 def _floats(x, lo, k, buf):
