@@ -149,6 +149,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--preload", action="append", default=[], metavar="MODULE[:FUNCTION]",
                     help="import in the parent, then fork one pytest.main per mutant (see above)")
+    ap.add_argument("--only", metavar="TEXT",
+                    help="run only the mutants whose name contains TEXT (e.g. a function's name)")
     ap.add_argument("--survivors", action="store_true",
                     help="no generation: run the survivors of an earlier run again (after new tests)")
     a = ap.parse_args()
@@ -172,7 +174,8 @@ def main() -> None:
         meta = json.loads(meta_path.read_text())
         if a.survivors:
             meta["exit_code_by_key"] = {n: None if c == 0 else c for n, c in meta["exit_code_by_key"].items()}
-        names = [n for n, code in meta["exit_code_by_key"].items() if code is None]
+        names = [n for n, code in meta["exit_code_by_key"].items()
+                 if code is None and (a.only is None or a.only in n)]
         with ThreadPoolExecutor(a.jobs) as pool:
             results = (run_forked(names, a.tests, a.select, a.timeout, a.jobs) if a.preload else
                        pool.map(lambda n: run_one(n, a.tests, a.select, a.timeout), names))
