@@ -138,6 +138,8 @@ INVALID = [
     (dict(levels=[], partition="levelset"), "field 'levels' must hold 1..4 values for 2 bits, got 0"),
     (dict(bits=1, boundaries=[0.0], codes=[0, 1], levels=[0.0, 0.5, 1.0], partition="levelset"),
      "field 'levels' must hold 1..2 values for 1 bits, got 3"),
+    (dict(bits=3, boundaries=np.arange(8.0), codes=np.arange(9), levels=np.arange(9.0)),
+     "field 'levels' must hold 1..8 values for 3 bits, got 9"),
     (dict(codes=[0, 1]), "field 'codes' must hold len(boundaries)+1 = 4 values, got 2"),
     (dict(codes=[0, 1, 2, 4], partition="levelset"), "field 'codes' must be in 0..3"),
     (dict(codes=[0, 1, 2, -1], partition="levelset"), "field 'codes' must be in 0..3"),
@@ -212,3 +214,13 @@ def test_mutant_from_dict_default_source_and_top_level():
 
 def test_mutant_format_params_uses_g():
     assert format_params({"a": 1 / 3, "b": 123456789, "c": 0.1 + 0.2}) == "a=0.333333, b=1.23457e+08, c=0.3"
+
+
+def test_mutant_repr_and_eq():
+    t = table(activation="elu", params={"alpha": 0.5}, dist_params={"std": 2.0}, relative_error=1 / 3)
+    assert repr(t) == ("Table(elu(alpha=0.5), bits=2, dist=normal(std=2), partition=contiguous, "
+                       "intervals=4, levels=4, relative_error=0.333333)")
+    assert repr(table()) == ("Table(gelu, bits=2, dist=normal, partition=contiguous, intervals=4, "
+                             "levels=4, relative_error=0.002)")
+    assert t == Table.from_dict(t.to_dict()) and t != table() and t != table(mse=0.0)
+    assert t.__eq__("gelu") is NotImplemented and t != "gelu"

@@ -10,8 +10,8 @@ in the current directory, as tools/mutation.sh writes it), then runs
 in `mutants/` for every mutant, `--jobs` at a time, and stores each exit code in the `.meta`
 file, so `mutmut results`, `mutmut show` and `mutmut export-cicd-stats` read the results as
 if `mutmut run` had made them. A run past `--timeout` seconds counts as killed (timeout).
-With --survivors it generates nothing and runs the survivors of an earlier run again (copy
-new tests into mutants/tests first).
+With --survivors it generates nothing and runs the survivors and the mutants no test reached
+of an earlier run again (copy new tests into mutants/tests first).
 
 With --preload MODULE[:FUNCTION] (repeatable) the parent imports those modules (from
 `mutants/`, with tests/conftest.py's environment), calls FUNCTION, runs the tests once with
@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--only", metavar="TEXT",
                     help="run only the mutants whose name contains TEXT (e.g. a function's name)")
     ap.add_argument("--survivors", action="store_true",
-                    help="no generation: run the survivors of an earlier run again (after new tests)")
+                    help="no generation: run the survivors (and no-test mutants) of an earlier run again (after new tests)")
     a = ap.parse_args()
     metas = sorted(Path("mutants").rglob("*.py.meta")) if a.survivors else generate()
     # the unmutated tree must pass, or every mutant would count as killed; this first run
@@ -173,7 +173,8 @@ def main() -> None:
     for meta_path in metas:
         meta = json.loads(meta_path.read_text())
         if a.survivors:
-            meta["exit_code_by_key"] = {n: None if c == 0 else c for n, c in meta["exit_code_by_key"].items()}
+            meta["exit_code_by_key"] = {n: None if c in (0, 33) else c   # survived, no tests
+                                        for n, c in meta["exit_code_by_key"].items()}
         names = [n for n, code in meta["exit_code_by_key"].items()
                  if code is None and (a.only is None or a.only in n)]
         with ThreadPoolExecutor(a.jobs) as pool:
