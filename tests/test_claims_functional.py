@@ -103,6 +103,19 @@ def test_forward_and_gradient_exact_in_every_dtype(dtype, levelset, no_triton, c
     assert calls == {"encode": served, "decode": served}
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_without_numba_the_torch_path_serves_every_dtype(dtype, monkeypatch, no_triton):
+    # numba unusable (functional.cpu is None): the torch path codes and decodes 16/32-bit x too
+    monkeypatch.setattr(functional_mod, "cpu", None)
+    table = hand_table(3, levelset=True)
+    x = inputs(table, dtype, shape=(13, 5)).requires_grad_(True)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).to(dtype)
+    y = fewbit_activation(x, table)
+    assert_equal(y, torch.nn.functional.gelu(x.detach()))
+    y.backward(g)
+    assert_equal(x.grad, expected_grad(table, x, g))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_create_graph_gradient_exact_and_second_backward_raises(dtype, no_triton, calls):
     table = hand_table(2, levelset=True, activation="silu")
