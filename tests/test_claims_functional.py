@@ -252,3 +252,18 @@ def test_fused_branch_through_the_interpreter(dtype, y_exact, monkeypatch):
     ye = fewbit_activation(xe, elu)
     assert_equal(ye, torch.nn.functional.elu(x.detach(), 0.5))
     assert asked == [] and launched == [("forward", None, {"alpha": 0.5})]
+
+
+def test_torch_func_transforms(no_triton):
+    # under torch.func the Function goes through autograd.Function.apply (the eager path
+    # skips it): gradients and vjp equal grad_y * q(x), and a second derivative raises
+    table = hand_table(3, levelset=True, activation="elu", params={"alpha": 0.5})
+    x = inputs(table, torch.float32, shape=(6, 7))
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(6))
+    assert_equal(torch.func.grad(lambda z: fewbit_activation(z, table).sum())(x),
+                 expected_grad(table, x, torch.ones_like(x)))
+    y, vjp = torch.func.vjp(lambda z: fewbit_activation(z, table), x)
+    assert_equal(y, torch.nn.functional.elu(x, 0.5))
+    assert_equal(vjp(g)[0], expected_grad(table, x, g))
+    with pytest.raises(RuntimeError, match=r"double backward through a few-bit activation \(elu\)"):
+        torch.func.grad(lambda z: torch.func.grad(lambda u: fewbit_activation(u, table).sum())(z).sum())(x)
