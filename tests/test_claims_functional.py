@@ -254,12 +254,13 @@ def test_fused_branch_through_the_interpreter(dtype, y_exact, monkeypatch):
     assert asked == [] and launched == [("forward", None, {"alpha": 0.5})]
 
 
-def test_torch_func_transforms(no_triton):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_func_transforms(dtype, no_triton):
     # under torch.func the Function goes through autograd.Function.apply (the eager path
     # skips it): gradients and vjp equal grad_y * q(x), and a second derivative raises
     table = hand_table(3, levelset=True, activation="elu", params={"alpha": 0.5})
-    x = inputs(table, torch.float32, shape=(6, 7))
-    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(6))
+    x = inputs(table, dtype, shape=(6, 7))
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(6)).to(dtype)
     assert_equal(torch.func.grad(lambda z: fewbit_activation(z, table).sum())(x),
                  expected_grad(table, x, torch.ones_like(x)))
     y, vjp = torch.func.vjp(lambda z: fewbit_activation(z, table), x)
