@@ -15,8 +15,9 @@ int16 and uint16 arrays: the array's dtype tells the kernels the format). Codes 
 Work goes in blocks of _BLOCK elements (a multiple of 8: a block owns whole bytes of every
 plane). A launch is one numba C callback (a cfunc) given a table of addresses and sizes: on a
 large tensor every thread of torch's own OpenMP team runs it (GOMP_parallel of the OpenMP
-runtime that torch's parallel_for uses), each claiming blocks one at a time from an atomic
-counter; below _PARALLEL_MIN elements, or where torch does not run on OpenMP, the calling
+runtime that torch's parallel_for uses), thread t of T taking blocks t*B/T .. (t+1)*B/T - 1,
+the split parallel_for makes (so it codes the part of x it has just read computing f(x));
+below _PARALLEL_MIN elements, or where torch does not run on OpenMP, the calling
 thread runs it alone. Either way no thread is added beside torch's: an extra pool (numba's
 prange layers, or Python helper threads) spun or waited for cores that torch's OpenMP workers
 were spinning on after each op, and the interleaved forward and backward took twice as long.
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from . import lut
@@ -342,28 +344,42 @@ def _pointer(typingctx, address, like):
 
 
 @intrinsic
-def _claim(typingctx, words, i):
-    """words[i] += 1 atomically; returns the value before."""
-    if words != types.CPointer(types.int64) or not isinstance(i, types.Integer):
+def _ask(typingctx, address):
+    """int f(void) at the int64 address (omp_get_thread_num / omp_get_num_threads of torch's
+    OpenMP runtime); 0 for address 0 (no team: the calling thread alone)."""
+    if address != types.int64:
         return None
 
     def codegen(context, builder, sig, args):
-        index = context.cast(builder, args[1], sig.args[1], types.int64)
-        return builder.atomic_rmw("add", builder.gep(args[0], [index]), ir.Constant(ir.IntType(64), 1), "monotonic")
-    return types.int64(words, i), codegen
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        result = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(32), 0))
+        with builder.if_then(builder.icmp_signed("!=", args[0], ir.Constant(ir.IntType(64), 0))):
+            builder.store(builder.call(builder.inttoptr(args[0], fnty.as_pointer()), []), result)
+        return builder.sext(builder.load(result), ir.IntType(64))
+    return types.int64(address), codegen
 
 
 _SLOT = 13 * _BLOCK     # scratch bytes per thread: codes (_BLOCK), ints (8 * _BLOCK), floats (4 * _BLOCK)
 # encode's words: x, n, bounds, #bounds, cmap, #intervals, table, #table, steps, bits, out,
-# scratch, next block, next slot (addresses and counts, as int64)
-_ENCODE_WORDS, _NEXT_BLOCK_E, _NEXT_SLOT_E = 14, 12, 13
-# decode's words: packed, n, grad_y, levels, #levels, bits, out, scratch, next block, next slot
-_DECODE_WORDS, _NEXT_BLOCK_D, _NEXT_SLOT_D = 10, 8, 9
+# scratch, omp_get_thread_num, omp_get_num_threads (addresses and counts, as int64)
+_ENCODE_WORDS = 14
+# decode's words: packed, n, grad_y, levels, #levels, bits, out, scratch, omp_get_thread_num,
+# omp_get_num_threads
+_DECODE_WORDS = 10
+
+
+@numba.njit(inline="always")
+def _share(blocks, thread_num, num_threads):
+    """(first, end) blocks of this thread: torch's parallel_for split (contiguous, in thread
+    order), so a thread codes the part of x that it has just read computing f(x)."""
+    t = _ask(thread_num)
+    count = max(_ask(num_threads), 1)
+    return blocks * t // count, blocks * (t + 1) // count, t
 
 
 @numba.njit
 def _encode_team(data, like):
-    """One thread's part of an encode: claim a scratch slot, then blocks until none is left."""
+    """One thread's part of an encode: its share of the blocks, with its own scratch."""
     w = _words(data)
     a = numba.carray(w, _ENCODE_WORDS)
     n, bits = a[1], a[9]
@@ -373,20 +389,18 @@ def _encode_team(data, like):
     table = numba.carray(_pointer(a[6], np.int16(0)), a[7])
     steps = numba.carray(_pointer(a[8], np.int32(0)), _COMPARE_MAX + 8)
     out = numba.carray(_pointer(a[10], np.uint8(0)), bits * ((n + 7) >> 3))
-    scratch = a[11] + _claim(w, _NEXT_SLOT_E) * _SLOT
+    first, end, t = _share((n + _BLOCK - 1) // _BLOCK, a[12], a[13])
+    scratch = a[11] + t * _SLOT
     codes = numba.carray(_pointer(scratch, np.uint8(0)), _BLOCK)
     ints = numba.carray(_pointer(scratch + _BLOCK, np.int32(0)), 2 * _BLOCK)
     floats = numba.carray(_pointer(scratch + 9 * _BLOCK, np.float32(0)), _BLOCK)
-    blocks = (n + _BLOCK - 1) // _BLOCK
-    blk = _claim(w, _NEXT_BLOCK_E)
-    while blk < blocks:
+    for blk in range(first, end):
         _encode_block(x, bounds, cmap, table, steps, bits, out, blk, codes, ints, floats)
-        blk = _claim(w, _NEXT_BLOCK_E)
 
 
 @numba.njit
 def _decode_team(data, like):
-    """One thread's part of a decode: claim a scratch slot, then blocks until none is left."""
+    """One thread's part of a decode: its share of the blocks, with its own scratch."""
     w = _words(data)
     a = numba.carray(w, _DECODE_WORDS)
     n, bits = a[1], a[5]
@@ -394,14 +408,12 @@ def _decode_team(data, like):
     g = numba.carray(_pointer(a[2], like), n)
     levels = numba.carray(_pointer(a[3], np.float32(0)), a[4])
     out = numba.carray(_pointer(a[6], like), n)
-    scratch = a[7] + _claim(w, _NEXT_SLOT_D) * _SLOT
+    first, end, t = _share((n + _BLOCK - 1) // _BLOCK, a[8], a[9])
+    scratch = a[7] + t * _SLOT
     codes = numba.carray(_pointer(scratch, np.uint8(0)), _BLOCK)
     ints = numba.carray(_pointer(scratch + _BLOCK, np.int32(0)), 2 * _BLOCK)
-    blocks = (n + _BLOCK - 1) // _BLOCK
-    blk = _claim(w, _NEXT_BLOCK_D)
-    while blk < blocks:
+    for blk in range(first, end):
         _decode_block(packed, g, levels, bits, out, blk, codes, ints)
-        blk = _claim(w, _NEXT_BLOCK_D)
 
 
 # the cfuncs' Python functions: the scalar passed tells the kernels x's format (see the docstring)
@@ -486,9 +498,10 @@ def _make_cfunc(fn, message: str | None = None):
 
 
 def _team():
-    """GOMP_parallel(fn, data, threads, flags) of the OpenMP runtime that torch's own
-    parallel_for runs on, so that a launch uses torch's team of threads; None where torch does
-    not run on OpenMP or its runtime is not found (the calling thread then works alone)."""
+    """(GOMP_parallel(fn, data, threads, flags), address of omp_get_thread_num, of
+    omp_get_num_threads) of the OpenMP runtime that torch's own parallel_for runs on, so that a
+    launch uses torch's team of threads; None where torch does not run on OpenMP or its runtime
+    is not found (the calling thread then works alone)."""
     if not _TEAM:
         with _LOCK:
             if not _TEAM:
@@ -509,31 +522,35 @@ def _find_team():
     if len(own) != 1 and len(runtimes) != 1:   # torch's runtime cannot be told apart from another
         return None
     try:
-        parallel = ctypes.CDLL((own or runtimes)[0]).GOMP_parallel   # the loaded library, not a new copy
+        runtime = ctypes.CDLL((own or runtimes)[0])   # the loaded library, not a new copy
+        parallel, thread_num, num_threads = runtime.GOMP_parallel, runtime.omp_get_thread_num, runtime.omp_get_num_threads
     except (OSError, AttributeError):
         return None
     parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     parallel.restype = None
-    return parallel
+    address = (lambda f: ctypes.cast(f, ctypes.c_void_p).value)
+    return parallel, address(thread_num), address(num_threads)
 
 
 def _launch(kind: str, dtype, n: int, words: np.ndarray, scratch_at: int) -> bool:
     """Run the (kind, dtype) cfunc over n elements: on torch's OpenMP team when n is large,
-    else in this thread (the GIL released either way). False (and the CPU path off for good,
-    with a warning) if numba fails."""
+    else in this thread (the GIL released either way). words[scratch_at] gets the scratch,
+    the two words after it the team's thread number and size functions. False (and the CPU
+    path off for good, with a warning) if numba fails."""
     try:
         worker = _worker(kind, dtype)
     except Exception as error:   # a numba that cannot compile these kernels: the torch path
         _disable(error)
         return False
-    blocks = (n + _BLOCK - 1) // _BLOCK
     team = _team() if n >= _PARALLEL_MIN else None
-    threads = min(torch.get_num_threads(), blocks) if team is not None else 1
+    threads = min(torch.get_num_threads(), (n + _BLOCK - 1) // _BLOCK) if team is not None else 1
     scratch = np.empty(threads * _SLOT, np.uint8)
     words[scratch_at] = scratch.ctypes.data
     if threads > 1:
-        team(worker.address, words.ctypes.data, threads, 0)
+        words[scratch_at + 1], words[scratch_at + 2] = team[1], team[2]
+        team[0](worker.address, words.ctypes.data, threads, 0)   # a team of at most `threads`
     else:
+        words[scratch_at + 1] = words[scratch_at + 2] = 0          # thread 0 of 1
         worker.ctypes(words.ctypes.data)
     return True
 
@@ -591,7 +608,7 @@ def encode(x: torch.Tensor, bounds32, code_map, bits: int) -> torch.Tensor:
         arrays, constant = _constants(x.dtype, bounds32, code_map)   # arrays: kept alive here
         words = np.empty(_ENCODE_WORDS, np.int64)
         words[0], words[1], words[2:9] = flat.data_ptr(), n, constant
-        words[9], words[10], words[_NEXT_BLOCK_E], words[_NEXT_SLOT_E] = bits, out.data_ptr(), 0, 0
+        words[9], words[10] = bits, out.data_ptr()
         if not _launch("encode", x.dtype, n, words, 11):
             return pack_codes(reference_encode(x, bounds32, None, code_map), bits)
     return out
@@ -607,7 +624,7 @@ def decode(packed: torch.Tensor, grad_y: torch.Tensor, levels: torch.Tensor, bit
             raise ValueError(f"decode: {packed.numel()} packed bytes do not hold {n} codes of {bits} bits")
         levels = levels.contiguous()
         words = np.array([packed.data_ptr(), n, g.data_ptr(), levels.data_ptr(), levels.numel(), bits,
-                          out.data_ptr(), 0, 0, 0], np.int64)
+                          out.data_ptr(), 0, 0, 0], np.int64)   # scratch and team functions: _launch
         if not _launch("decode", g.dtype, n, words, 7):
             scale = levels.index_select(0, unpack_codes(packed, bits, n).int()).view(g.shape)
             return (g.float() * scale).to(g.dtype)
