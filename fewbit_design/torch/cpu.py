@@ -532,11 +532,15 @@ def _find_team():
     return parallel, address(thread_num), address(num_threads)
 
 
-def _launch(kind: str, dtype, n: int, words: np.ndarray, scratch_at: int) -> bool:
+_LOCAL = threading.local()   # per Python thread: its words (a ctypes array) and scratch, with their addresses
+
+
+def _launch(kind: str, dtype, n: int, head: tuple) -> bool:
     """Run the (kind, dtype) cfunc over n elements: on torch's OpenMP team when n is large,
-    else in this thread (the GIL released either way). words[scratch_at] gets the scratch,
-    the two words after it the team's thread number and size functions. False (and the CPU
-    path off for good, with a warning) if numba fails."""
+    else in this thread (the GIL released either way). Its words are `head`, then the scratch
+    and the team's thread number and size functions. Each Python thread has its own words and
+    scratch (one launch at a time per thread). False (and the CPU path off for good, with a
+    warning) if numba fails."""
     try:
         worker = _worker(kind, dtype)
     except Exception as error:   # a numba that cannot compile these kernels: the torch path
@@ -544,14 +548,19 @@ def _launch(kind: str, dtype, n: int, words: np.ndarray, scratch_at: int) -> boo
         return False
     team = _team() if n >= _PARALLEL_MIN else None
     threads = min(torch.get_num_threads(), (n + _BLOCK - 1) // _BLOCK) if team is not None else 1
-    scratch = np.empty(threads * _SLOT, np.uint8)
-    words[scratch_at] = scratch.ctypes.data
+    local = _LOCAL.__dict__
+    if local.get("slots", 0) < threads:
+        local["scratch"] = np.empty(threads * _SLOT, np.uint8)
+        local["scratch_at"], local["slots"] = local["scratch"].ctypes.data, threads
+    if "words" not in local:
+        local["words"] = (ctypes.c_int64 * 16)()
+        local["words_at"] = ctypes.addressof(local["words"])
+    words, k = local["words"], len(head)
+    words[:k + 3] = (*head, local["scratch_at"], *(team[1:] if threads > 1 else (0, 0)))
     if threads > 1:
-        words[scratch_at + 1], words[scratch_at + 2] = team[1], team[2]
-        team[0](worker.address, words.ctypes.data, threads, 0)   # a team of at most `threads`
+        team[0](worker.address, local["words_at"], threads, 0)    # a team of at most `threads`
     else:
-        words[scratch_at + 1] = words[scratch_at + 2] = 0          # thread 0 of 1
-        worker.ctypes(words.ctypes.data)
+        worker.ctypes(local["words_at"])                            # thread 0 of 1
     return True
 
 
@@ -568,8 +577,8 @@ def serves(t: torch.Tensor) -> bool:
 
 
 def _constants(dtype, bounds32, code_map):
-    """(bounds, cmap, table, steps) numpy arrays for the kernels and the int64 words of their
-    addresses and sizes (encode's words 2 to 8); cached per table tensors."""
+    """(bounds, cmap, table, steps) numpy arrays for the kernels and their addresses and sizes
+    (encode's words 2 to 8); cached per table tensors."""
     tensors = (bounds32,) if code_map is None else (bounds32, code_map)
 
     def build():
@@ -591,9 +600,7 @@ def _constants(dtype, bounds32, code_map):
         arrays = (np.ascontiguousarray(bounds, np.float32), np.ascontiguousarray(cmap, np.uint8),
                   np.ascontiguousarray(table, np.int16), steps)
         b, c, t, d = arrays
-        words = np.array([b.ctypes.data, b.size, c.ctypes.data, c.size, t.ctypes.data, t.size,
-                          d.ctypes.data], np.int64)
-        return arrays, words
+        return arrays, (b.ctypes.data, b.size, c.ctypes.data, c.size, t.ctypes.data, t.size, d.ctypes.data)
 
     return cached(("cpu", dtype), tensors, build)
 
@@ -606,10 +613,7 @@ def encode(x: torch.Tensor, bounds32, code_map, bits: int) -> torch.Tensor:
     out = torch.empty(bits * ((n + 7) // 8), dtype=torch.uint8)
     if n:
         arrays, constant = _constants(x.dtype, bounds32, code_map)   # arrays: kept alive here
-        words = np.empty(_ENCODE_WORDS, np.int64)
-        words[0], words[1], words[2:9] = flat.data_ptr(), n, constant
-        words[9], words[10] = bits, out.data_ptr()
-        if not _launch("encode", x.dtype, n, words, 11):
+        if not _launch("encode", x.dtype, n, (flat.data_ptr(), n, *constant, bits, out.data_ptr())):
             return pack_codes(reference_encode(x, bounds32, None, code_map), bits)
     return out
 
@@ -623,9 +627,8 @@ def decode(packed: torch.Tensor, grad_y: torch.Tensor, levels: torch.Tensor, bit
         if packed.numel() != bits * ((n + 7) // 8) or not packed.is_contiguous() or levels.dtype != torch.float32:
             raise ValueError(f"decode: {packed.numel()} packed bytes do not hold {n} codes of {bits} bits")
         levels = levels.contiguous()
-        words = np.array([packed.data_ptr(), n, g.data_ptr(), levels.data_ptr(), levels.numel(), bits,
-                          out.data_ptr(), 0, 0, 0], np.int64)   # scratch and team functions: _launch
-        if not _launch("decode", g.dtype, n, words, 7):
+        head = (packed.data_ptr(), n, g.data_ptr(), levels.data_ptr(), levels.numel(), bits, out.data_ptr())
+        if not _launch("decode", g.dtype, n, head):
             scale = levels.index_select(0, unpack_codes(packed, bits, n).int()).view(g.shape)
             return (g.float() * scale).to(g.dtype)
     return out
