@@ -16,15 +16,16 @@ Work goes in blocks of _BLOCK elements (a multiple of 8: a block owns whole byte
 plane). A launch is one numba C callback (a cfunc) given a table of addresses and sizes: on a
 large tensor every thread of torch's own OpenMP team runs it (GOMP_parallel of the OpenMP
 runtime that torch's parallel_for uses), thread t of T taking blocks t*B/T .. (t+1)*B/T - 1,
-the split parallel_for makes (so it codes the part of x it has just read computing f(x));
-below _PARALLEL_MIN elements, or where torch does not run on OpenMP, the calling
-thread runs it alone. Either way no thread is added beside torch's: an extra pool (numba's
+the split parallel_for makes (so it codes the part of x it has just read computing f(x)),
+then helping with the other shares' last blocks if their owners start late (a counter per
+share, taken atomically); below _PARALLEL_MIN elements, or where torch does not run on
+OpenMP, the calling thread runs it alone. Either way no thread is added beside torch's: an extra pool (numba's
 prange layers, or Python helper threads) spun or waited for cores that torch's OpenMP workers
 were spinning on after each op, and the interleaved forward and backward took twice as long.
-Disjoint blocks own disjoint bytes, and each launch has its own counters and scratch, so any
-number of Python threads may launch at once (each call runs with the GIL released).
-Compilation (about 10 s of CPU per dtype, once per machine) is cached on disk by numba;
-`warm_up()` does it, or loads it, before training.
+Disjoint blocks own disjoint bytes, and each Python thread has its own counters and scratch,
+so any number of Python threads may launch at once (each call runs with the GIL released).
+Compilation (about 8 s of CPU per dtype, once per machine) is cached on disk by numba;
+`warm_up()` does it, or loads it, before training; elsewhere it warns.
 """
 
 from __future__ import annotations
@@ -359,27 +360,44 @@ def _ask(typingctx, address):
     return types.int64(address), codegen
 
 
+@intrinsic
+def _claim(typingctx, address, i):
+    """((int64 *) address)[i] += 1 atomically; returns the value before."""
+    if address != types.int64 or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        base = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        index = context.cast(builder, args[1], sig.args[1], types.int64)
+        return builder.atomic_rmw("add", builder.gep(base, [index]), ir.Constant(ir.IntType(64), 1), "monotonic")
+    return types.int64(address, i), codegen
+
+
 _SLOT = 13 * _BLOCK     # scratch bytes per thread: codes (_BLOCK), ints (8 * _BLOCK), floats (4 * _BLOCK)
 # encode's words: x, n, bounds, #bounds, cmap, #intervals, table, #table, steps, bits, out,
-# scratch, omp_get_thread_num, omp_get_num_threads (addresses and counts, as int64)
-_ENCODE_WORDS = 14
-# decode's words: packed, n, grad_y, levels, #levels, bits, out, scratch, omp_get_thread_num,
-# omp_get_num_threads
-_DECODE_WORDS = 10
+# then (_launch) scratch, omp_get_thread_num, omp_get_num_threads, the shares' counters
+# (addresses and counts, as int64)
+_ENCODE_WORDS = 15
+# decode's words: packed, n, grad_y, levels, #levels, bits, out, then as encode's
+_DECODE_WORDS = 11
 
 
 @numba.njit(inline="always")
-def _share(blocks, thread_num, num_threads):
-    """(first, end) blocks of this thread: torch's parallel_for split (contiguous, in thread
-    order), so a thread codes the part of x that it has just read computing f(x)."""
-    t = _ask(thread_num)
-    count = max(_ask(num_threads), 1)
-    return blocks * t // count, blocks * (t + 1) // count, t
+def _team_of(thread_num, num_threads):
+    """(this thread's number, the team's size): 0 and 1 for address 0 (the calling thread alone)."""
+    return _ask(thread_num), max(_ask(num_threads), 1)
+
+
+@numba.njit(inline="always")
+def _share(blocks, count, s):
+    """(first, end) blocks of share s of count: torch's parallel_for split, contiguous, in order."""
+    return blocks * s // count, blocks * (s + 1) // count
 
 
 @numba.njit
 def _encode_team(data, like):
-    """One thread's part of an encode: its share of the blocks, with its own scratch."""
+    """One thread's part of an encode: its share of the blocks, then any block of another
+    share that its owner has not taken yet (one atomic counter per share), with its own scratch."""
     w = _words(data)
     a = numba.carray(w, _ENCODE_WORDS)
     n, bits = a[1], a[9]
@@ -389,18 +407,23 @@ def _encode_team(data, like):
     table = numba.carray(_pointer(a[6], np.int16(0)), a[7])
     steps = numba.carray(_pointer(a[8], np.int32(0)), _COMPARE_MAX + 8)
     out = numba.carray(_pointer(a[10], np.uint8(0)), bits * ((n + 7) >> 3))
-    first, end, t = _share((n + _BLOCK - 1) // _BLOCK, a[12], a[13])
+    t, count = _team_of(a[12], a[13])
     scratch = a[11] + t * _SLOT
     codes = numba.carray(_pointer(scratch, np.uint8(0)), _BLOCK)
     ints = numba.carray(_pointer(scratch + _BLOCK, np.int32(0)), 2 * _BLOCK)
     floats = numba.carray(_pointer(scratch + 9 * _BLOCK, np.float32(0)), _BLOCK)
-    for blk in range(first, end):
-        _encode_block(x, bounds, cmap, table, steps, bits, out, blk, codes, ints, floats)
+    blocks = (n + _BLOCK - 1) // _BLOCK
+    for j in range(count):                   # its own share, then what is left of the others'
+        first, end = _share(blocks, count, (t + j) % count)
+        blk = first + _claim(a[14], (t + j) % count)
+        while blk < end:
+            _encode_block(x, bounds, cmap, table, steps, bits, out, blk, codes, ints, floats)
+            blk = first + _claim(a[14], (t + j) % count)
 
 
 @numba.njit
 def _decode_team(data, like):
-    """One thread's part of a decode: its share of the blocks, with its own scratch."""
+    """One thread's part of a decode, shared out as in _encode_team."""
     w = _words(data)
     a = numba.carray(w, _DECODE_WORDS)
     n, bits = a[1], a[5]
@@ -408,12 +431,17 @@ def _decode_team(data, like):
     g = numba.carray(_pointer(a[2], like), n)
     levels = numba.carray(_pointer(a[3], np.float32(0)), a[4])
     out = numba.carray(_pointer(a[6], like), n)
-    first, end, t = _share((n + _BLOCK - 1) // _BLOCK, a[8], a[9])
+    t, count = _team_of(a[8], a[9])
     scratch = a[7] + t * _SLOT
     codes = numba.carray(_pointer(scratch, np.uint8(0)), _BLOCK)
     ints = numba.carray(_pointer(scratch + _BLOCK, np.int32(0)), 2 * _BLOCK)
-    for blk in range(first, end):
-        _decode_block(packed, g, levels, bits, out, blk, codes, ints)
+    blocks = (n + _BLOCK - 1) // _BLOCK
+    for j in range(count):                   # its own share, then what is left of the others'
+        first, end = _share(blocks, count, (t + j) % count)
+        blk = first + _claim(a[10], (t + j) % count)
+        while blk < end:
+            _decode_block(packed, g, levels, bits, out, blk, codes, ints)
+            blk = first + _claim(a[10], (t + j) % count)
 
 
 # the cfuncs' Python functions: the scalar passed tells the kernels x's format (see the docstring)
@@ -537,8 +565,8 @@ _LOCAL = threading.local()   # per Python thread: its words (a ctypes array) and
 
 def _launch(kind: str, dtype, n: int, head: tuple) -> bool:
     """Run the (kind, dtype) cfunc over n elements: on torch's OpenMP team when n is large,
-    else in this thread (the GIL released either way). Its words are `head`, then the scratch
-    and the team's thread number and size functions. Each Python thread has its own words and
+    else in this thread (the GIL released either way). Its words are `head`, then the scratch,
+    the team's thread number and size functions, and the shares' block counters. Each Python thread has its own words and
     scratch (one launch at a time per thread). False (and the CPU path off for good, with a
     warning) if numba fails."""
     try:
@@ -550,13 +578,14 @@ def _launch(kind: str, dtype, n: int, head: tuple) -> bool:
     threads = min(torch.get_num_threads(), (n + _BLOCK - 1) // _BLOCK) if team is not None else 1
     local = _LOCAL.__dict__
     if local.get("slots", 0) < threads:
-        local["scratch"] = np.empty(threads * _SLOT, np.uint8)
+        local["scratch"] = np.empty(threads * (_SLOT + 8), np.uint8)   # slots, then the counters
         local["scratch_at"], local["slots"] = local["scratch"].ctypes.data, threads
     if "words" not in local:
         local["words"] = (ctypes.c_int64 * 16)()
         local["words_at"] = ctypes.addressof(local["words"])
-    words, k = local["words"], len(head)
-    words[:k + 3] = (*head, local["scratch_at"], *(team[1:] if threads > 1 else (0, 0)))
+    words, k, counters = local["words"], len(head), local["scratch_at"] + threads * _SLOT
+    ctypes.memset(counters, 0, 8 * threads)
+    words[:k + 4] = (*head, local["scratch_at"], *(team[1:] if threads > 1 else (0, 0)), counters)
     if threads > 1:
         team[0](worker.address, local["words_at"], threads, 0)    # a team of at most `threads`
     else:
