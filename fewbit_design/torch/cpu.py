@@ -16,7 +16,7 @@ Work goes in blocks of _BLOCK elements (a multiple of 8: a block owns whole byte
 plane). A launch is one numba C callback (a cfunc) given a table of addresses and sizes: on a
 large tensor every thread of torch's own OpenMP team runs it (GOMP_parallel of the OpenMP
 runtime that torch's parallel_for uses), thread t of T taking blocks t*B/T .. (t+1)*B/T - 1,
-the split parallel_for makes (so it codes the part of x it has just read computing f(x)),
+the split parallel_for makes (the same core then computes f(x) on that part),
 then helping with the other shares' last blocks if their owners start late (a counter per
 share, taken atomically); below _PARALLEL_MIN elements, or where torch does not run on
 OpenMP, the calling thread runs it alone. Either way no thread is added beside torch's: an extra pool (numba's
