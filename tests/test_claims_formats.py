@@ -174,6 +174,24 @@ def test_mutant_text_formats_byte_for_byte(fmt, text):
     assert formats.loads(text.encode(), fmt, source="s") == small()
 
 
+def test_mutant_yaml_wraps_flow_lists_at_100_columns():
+    t = Table(activation="tanh", bits=8, boundaries=[i / 64 for i in range(23)], codes=list(range(24)),
+              levels=[0.0] * 24, mse=0.0, relative_error=0.0)
+    text = formats.dumps(t, "yaml").decode()
+    assert ("\nboundaries: [0.0, 0.015625, 0.03125, 0.046875, 0.0625, 0.078125, 0.09375, 0.109375, 0.125, 0.140625, "
+            "0.15625,\n  0.171875, 0.1875, 0.203125, 0.21875, 0.234375, 0.25, 0.265625, 0.28125, 0.296875, 0.3125, "
+            "0.328125,\n  0.34375]\ncodes: [") in text
+    assert formats.loads(text.encode(), "yaml", source="s") == t
+
+
+def test_mutant_header_array_text_inside_a_comment_is_not_an_array():
+    # the title comment spans lines; an activation name that reads like a declaration stays in it
+    t = small(activation="FEWBIT_STORAGE double q_codes[1] = {0};")
+    text = formats.dumps(t, "h", c_name="p").decode()
+    assert text.startswith("/* fewbit table: FEWBIT_STORAGE double q_codes[1] = {0};(a=1.0)")
+    assert formats.loads(text.encode(), "h", source="s") == t
+
+
 def test_mutant_header_wraps_long_arrays_and_names_the_prefix():
     text = formats.dumps(wide(), "h", c_name="p").decode()
     assert ("FEWBIT_STORAGE double p_boundaries[16] = {\n    -8.0, -7.0, -6.0, -5.0,\n    -4.0, -3.0, -2.0, -1.0,\n"
@@ -316,6 +334,11 @@ def test_mutant_read_table_size_limit_from_both_sides(tmp_path, monkeypatch):
 
 
 def test_mutant_read_table_names_an_unreadable_file(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("# format: fewbit-table\n")
+    with pytest.raises(FewbitError) as info:
+        formats.read_table(bad)
+    assert str(info.value) == f"{bad}: truncated or not a fewbit table CSV (the last line must be '# end')"
     with pytest.raises(FewbitError) as info:
         formats.read_table(tmp_path / "nope.json")
     assert str(info.value) == f"{tmp_path / 'nope.json'}: cannot read (No such file or directory)"
@@ -429,6 +452,28 @@ def test_mutant_npz_messages():
     assert formats.loads(_npz(_members(meta=np.array(json.dumps(meta)))), "npz", source="s") == small()
 
 
+def test_mutant_npz_never_unpickles():
+    import pickle
+    refused(pickle.dumps([1]), "npz", "bad: not a valid NPZ file (This file contains pickled (object) data. If you "
+            "trust the file you can load it unsafely using the `allow_pickle=` keyword argument or `pickle.load()`.)")
+    single = io.BytesIO()
+    np.save(single, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    refused(single.getvalue(), "npz", "bad: not a valid NPZ file (Object arrays cannot be loaded when allow_pickle=False)")
+    archive = io.BytesIO()
+    np.savez(archive, meta=np.array([{"a": 1}], dtype=object), boundaries=np.zeros(3), codes=np.arange(4),
+             levels=np.zeros(4))
+    refused(archive.getvalue(), "npz", "bad: field 'meta' is unreadable (Object arrays cannot be loaded when "
+            "allow_pickle=False)")
+
+
+def test_mutant_npz_member_error_without_a_message_is_named_by_its_type():
+    data = bytearray(formats.dumps(small(), "npz"))
+    i = data.index(b"levels.npy") - 30                  # the local file header of levels.npy
+    assert data[i:i + 4] == b"PK\x03\x04"
+    data[i + 28:i + 30] = (0xFFFF).to_bytes(2, "little")  # its extra field runs past the end: a bare EOFError
+    refused(bytes(data), "npz", "bad: field 'levels' is unreadable (EOFError)")
+
+
 def test_mutant_npz_unreadable_member_message_is_one_line_of_200():
     # numpy refuses a header with an extra key, naming the keys: a message over 200 characters
     key = "k  " * 100
@@ -485,6 +530,8 @@ def test_mutant_csv_layout_tolerances():
     assert formats.loads(_csv(quoted), "csv", source="s") == small()
     spaced = [line.replace("# bits: 2", "#  bits :  2 ") for line in lines]
     assert formats.loads(_csv(spaced), "csv", source="s") == small()
+    tight = [line.replace("# bits: 2", "#bits:2") for line in lines]
+    assert formats.loads(_csv(tight), "csv", source="s") == small()
     signs = [line.replace("2,0.0,0.75,2", "+2,0.0,0.75, 2") for line in lines]
     assert formats.loads(_csv(signs), "csv", source="s") == small()
 
@@ -535,6 +582,10 @@ def test_mutant_csv_layout_tolerances():
      "bad: line 15: field 'boundaries': interval 2 must start where interval 1 ends"),
     (lambda L: [x.replace("3,0.75,inf,3", "3,0.8,inf,3") for x in L],
      "bad: line 16: field 'boundaries': interval 3 must start where interval 2 ends"),
+    (lambda L: [x.replace("1,-1.5,0.0,1", "1,-1.5,nan,1") for x in L],
+     "bad: line 15: field 'boundaries': interval 2 must start where interval 1 ends"),
+    (lambda L: [x.replace("2,0.0,0.75,2", "2,nan,0.75,2") for x in L],
+     "bad: line 15: field 'boundaries': interval 2 must start where interval 1 ends"),
     (lambda L: [x.replace("1,-1.5,0.0,1", "1,-1.5,nan,1").replace("2,0.0,0.75,2", "2,nan,0.75,2") for x in L],
      "bad: field 'boundaries'[1] must be finite, got nan"),         # NaN continues NaN: left to Table
 ])
@@ -603,7 +654,7 @@ def test_mutant_header_reader_tolerates_what_a_compiler_does():
 # -- the bundle --------------------------------------------------------------------------
 
 def _tables():
-    return [small(activation="tanh", bits=2), small(activation="gelu", distribution="laplace"),
+    return [small(activation="tanh", bits=2), small(activation="gelu", distribution="laplace", solver={}),
             small(activation="gelu", bits=1, boundaries=[0.0], codes=[0, 1], levels=[0.0, 1.0]),
             small(activation="gelu")]
 
@@ -615,7 +666,7 @@ def test_mutant_write_bundle_bytes_order_and_rewrite(tmp_path):
     data = open(path, "rb").read()
     expected = [t.to_dict() for t in (tables[1], tables[2], tables[3], tables[0])]  # (distribution, activation, bits)
     for d in expected:
-        d["solver"].pop("seconds")
+        d["solver"].pop("seconds", None)
     assert data == (json.dumps({"format": "fewbit-table-bundle", "version": 1, "tables": expected},
                                separators=(",", ":")) + "\n").encode()
     assert tables[0].solver == {"grid": 64, "seconds": 1.5}              # the caller's tables are not changed
