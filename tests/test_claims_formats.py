@@ -402,6 +402,10 @@ def test_mutant_json_and_yaml_messages():
     refused(b"a: b\n  c: d\n", "yaml", "bad: not valid YAML (mapping values are not allowed in this context "
             "at line 2 column 4)")
     refused(b"a: \x07", "yaml", "bad: not valid YAML (ReaderError)")
+    refused(_with_solver("!foo {a: 1}"), "yaml",
+            "bad: not valid YAML (could not determine a constructor for the tag '!foo' at line 12 column 9)")
+    with pytest.raises(FewbitError, match=r"^bad: malformed yaml table \(RecursionError: "):   # walked until too deep
+        formats.loads(_with_solver("&s {a: *s}"), "yaml", source="bad")
     # a repeated key that is not a string is left to the solver check
     refused(_with_solver("{1: a, 1: b}"), "yaml", "bad: field 'solver' has a non-string key 1")
 
@@ -649,6 +653,14 @@ def test_mutant_header_reader_tolerates_what_a_compiler_does():
     refused(HEADER.replace("{-0.125, 0.25, 1.0, 1.5}", "{-0.125, 0.25, 1.0, 1.5, }").encode(), "h", edited)
     refused(HEADER.replace("{-1.5, 0.0, 0.75}", "{-1.5, 0.0, +.75}").encode(), "h", edited)
     refused(HEADER.replace("{0, 1, 2, 3}", "{0, 1, 2, +3}").encode(), "h", edited)
+    # a comment inside a declaration is a space to the array scan, and then an edit of the code
+    refused(HEADER.replace("double fewbit_gelu_2bit_normal_levels", "double /* c */fewbit_gelu_2bit_normal_levels")
+            .encode(), "h", edited)
+    refused(HEADER.replace("{-0.125, 0.25,", "{-0.125, /* c */0.25,").encode(), "h", edited)
+    # the one-interval comment does not replace declared boundaries
+    text = HEADER.replace("\n/* Interval of x", "\n/* fewbit_gelu_2bit_normal_boundaries: none (one interval) */\n"
+                          "/* Interval of x")
+    assert formats.loads(text.encode(), "h", source="s") == small()
 
 
 # -- the bundle --------------------------------------------------------------------------
