@@ -184,6 +184,14 @@ def test_mutant_yaml_wraps_flow_lists_at_100_columns():
     assert formats.loads(text.encode(), "yaml", source="s") == t
 
 
+def test_mutant_yaml_is_plain_safe_yaml():
+    # a tuple in the solver block (as a caller may build it) is written as a plain list, as in JSON
+    t = small(solver={"range": (-8.5, 8.5)})
+    text = formats.dumps(t, "yaml").decode()
+    assert "\nsolver:\n  range: [-8.5, 8.5]\n" in text and "!!" not in text
+    assert formats.loads(text.encode(), "yaml", source="s").solver == {"range": [-8.5, 8.5]}
+
+
 def test_mutant_header_array_text_inside_a_comment_is_not_an_array():
     # the title comment spans lines; an activation name that reads like a declaration stays in it
     t = small(activation="FEWBIT_STORAGE double q_codes[1] = {0};")
@@ -224,6 +232,15 @@ def test_mutant_header_title_and_metadata_cannot_close_the_comment():
     assert formats.loads(text.encode(), "h", source="s") == t
 
 
+def test_mutant_header_title_params_and_ascii_metadata():
+    t = small(activation="é", params={"a": 1.0, "b": 2}, dist_params={})
+    text = formats.dumps(t, "h", c_name="p").decode()
+    assert text.startswith("/* fewbit table: é(a=1.0, b=2), 2 bits, normal(), contiguous partition\n")
+    assert ' * fewbit-table-json: {"format": "fewbit-table", "version": 1, "activation": {"name": "\\u00e9", ' \
+           '"params": {"a": 1.0, "b": 2}}' in text
+    assert formats.loads(text.encode(), "h", source="s") == t
+
+
 def test_mutant_header_prefix_from_table_file_name_or_argument(tmp_path):
     t = small()
     assert "fewbit_gelu_2bit_normal_level(double x)" in formats.dumps(t, "h").decode()
@@ -231,9 +248,9 @@ def test_mutant_header_prefix_from_table_file_name_or_argument(tmp_path):
     assert "my_t_level(double x)" in formats.dumps(t, "h", c_name="my_t").decode()
     t2 = small(activation="leaky relu", distribution="samples:a.npy")
     assert "fewbit_leaky_relu_2bit_samples_a_npy_level(double x)" in formats.dumps(t2, "h").decode()
-    path = tmp_path / "gelu-2.v1.cuh"
+    path = tmp_path / "GeLU-2.v1.cuh"
     assert formats.write_table(t, path) == str(path)
-    assert "fewbit_gelu_2_v1_level(double x)" in path.read_text()
+    assert "fewbit_GeLU_2_v1_level(double x)" in path.read_text()
     assert "#ifndef FEWBIT_GELU_2_V1_H_" in path.read_text()
 
 
