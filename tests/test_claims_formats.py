@@ -407,9 +407,7 @@ def test_mutant_solver_size_limit_from_both_sides():
 def test_mutant_json_and_yaml_messages():
     refused(b"{\n  \"bits\": }", "json", "bad: not valid JSON (Expecting value at line 2 column 11)")
     long_key = "k" * 100
-    refused(json.dumps({long_key: 1, "b": 2, long_key: 3}).replace(", ", ",").encode()
-            if False else ('{"%s": 1, "%s": 2}' % (long_key, long_key)).encode(), "json",
-            f"bad: field {'k' * 60!r} is given twice")
+    refused(('{"%s": 1, "%s": 2}' % (long_key, long_key)).encode(), "json", f"bad: field {'k' * 60!r} is given twice")
     refused(YAML.replace("bits: 2\n", "bits: 2\nbits: 3\n").encode(), "yaml", "bad: field 'bits' is given twice (line 7)")
     refused(YAML.replace("bits: 2\n", f"{long_key}: 2\n{long_key}: 3\n").encode(), "yaml",
             f"bad: field {'k' * 60!r} is given twice (line 7)")
@@ -501,10 +499,9 @@ def test_mutant_npz_unreadable_member_message_is_one_line_of_200():
     header = ("{'descr': '<i8', 'fortran_order': False, 'shape': (4,), '%s': 0}" % key)
     header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
     member = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + np.arange(4).tobytes()
-    try:
+    with pytest.raises(ValueError) as info:
         np.lib.format.read_array(io.BytesIO(member), allow_pickle=False)
-    except ValueError as e:
-        numpy_message = str(e)
+    numpy_message = str(info.value)
     assert len(numpy_message) > 200 and "k  k" in numpy_message
     expected = " ".join(numpy_message.split())[:200]
     assert len(expected) == 200
