@@ -253,7 +253,7 @@ def test_refine_or_keep_keeps_the_start_and_says_why():
         def moments(self, s):
             raise self.exc
 
-    s0 = [0.25, 0.5]
+    s0 = [1, 2]                     # ints come back as float64
     for exc in (ValueError("v" * 300), ZeroDivisionError("division by zero"), FloatingPointError("fp")):
         r = refine_or_keep(Broken(exc), s0)
         assert list(r.points) == s0 and r.points.dtype == np.float64
@@ -283,11 +283,12 @@ def test_a_singular_jacobian_stops_with_a_note():
         def evaluate(self, s, S):   # no density, no slope, yet free: J and the LM system are 0
             return np.exp(self.c * s), np.zeros_like(s), np.zeros_like(s), np.zeros(s.size, dtype=bool)
 
-    s0 = np.array([0.3, 0.6])
+    s0 = np.array([0.3, 0.6], dtype=np.float32)        # a float32 start comes back as float64
     r = refine_points(Flat(), s0)
-    assert list(r.points) == list(s0) and r.iterations == 1 and r.free == 2
+    assert list(r.points) == list(s0) and r.points.dtype == np.float64
+    assert r.iterations == 1 and r.free == 2
     assert r.note == "stopped: singular Jacobian (no finite Newton or LM step)"
-    assert r.residual == np.abs(ExpProblem().G(s0)).max()
+    assert r.residual == np.abs(ExpProblem().G(s0.astype(np.float64))).max()
 
 
 def test_no_step_that_raises_E_is_taken():
@@ -311,7 +312,7 @@ def iterates(problem, s0, n):
 
 @pytest.mark.parametrize("c,s0", [(3.0, [0.2, 0.45, 0.6, 0.85]),
                                   (4.0, [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07]),
-                                  (-5.0, [0.9, 0.95, 0.99])])
+                                  (-5.0, [0.9, 0.95, 0.99]), (2.0, [0.3])])
 def test_closed_form_problem_converges_and_never_raises_E(c, s0):
     problem = ExpProblem(c)
     s0 = np.array(s0)
@@ -340,11 +341,11 @@ def test_newton_converges_quadratically_from_near_the_optimum():
     for a, b in zip(res[:-1], res[1:]):
         assert b <= max(50 * a * a, 1e-15), res      # a full Newton step each time
     # stops at the rounding floor, well inside 60 iterations
-    assert refine_points(problem, path[0].points).iterations <= 4
+    assert refine_points(problem, path[0].points).iterations == 3
 
 
 @pytest.mark.parametrize("name,bits,partition", [
-    ("gelu", 8, "levelset"), ("gelu_tanh", 7, "levelset"), ("tanh", 5, "contiguous"),
+    ("gelu", 8, "levelset"), ("gelu_tanh", 7, "levelset"), ("tanh", 5, "contiguous"), ("tanh", 1, "contiguous"),
     ("silu", 6, "contiguous"), ("gelu", 3, "levelset"), ("sigmoid", 4, "levelset")])
 def test_designs_refine_to_1e_12(name, bits, partition):
     t = design(name, bits, partition=partition, grid=512)
@@ -355,3 +356,33 @@ def test_designs_refine_to_1e_12(name, bits, partition):
     act = get_activation(name)
     y = t.levels[t.codes]
     assert np.abs(act.df(t.boundaries) - 0.5 * (y[:-1] + y[1:])).max() <= 1e-12
+
+
+class Creeping:
+    """One point, G = s − 1/2, E the constant `e` wherever s is; the slope is reported 10 times
+    too steep, so each Newton step removes a tenth of G and leaves E as it is."""
+
+    def __init__(self, e, scale):
+        self.e, self.scale, self.bounds = e, scale, (0.0, 1.0)
+
+    def moments(self, s):
+        run = np.diff(np.concatenate([[0.0], s, [1.0]]))
+        return np.stack([run, 0.5 * run, (0.25 + self.e) * run])
+
+    def evaluate(self, s, S):
+        return s, np.full_like(s, 10.0), np.zeros_like(s), np.zeros(s.size, dtype=bool)
+
+
+def test_a_stalled_iteration_stops_after_four_steps():
+    """Four steps that neither halve max|G| nor lower E: stalled (not 60 iterations)."""
+    r = refine_points(Creeping(1e3, 1.0), np.array([0.6]))
+    assert r.iterations == 4 and r.note == "" and r.free == 1
+    assert r.residual == pytest.approx(0.1 * 0.9 ** 4, rel=1e-9)
+    assert r.points[0] == pytest.approx(0.5 + 0.1 * 0.9 ** 4, rel=1e-12)
+
+
+def test_the_rounding_floor_of_G_stops_the_iteration():
+    """Within 16·TOL·scale of 0, a step that does not halve max|G| is the last."""
+    scale = 8.0
+    r = refine_points(Creeping(1e3, scale), np.array([0.5 + 10 * refine.TOL * scale]))
+    assert r.iterations == 1 and r.residual == pytest.approx(9 * refine.TOL * scale, rel=1e-3)
