@@ -156,6 +156,11 @@ def test_a_run_without_weight_frees_neither_of_its_ends():
 
     st = _state(Empty(), np.array([0.2, 0.45, 0.6, 0.85]))
     assert list(st.free) == [True, False, False, True]
+    st = st._replace(dens=np.array([1.0, 1.0, 0.0, 1.0]))   # 0/0 in dy/ds: no warning, no NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        J = dense(_jacobian(st))
+    assert np.isfinite(J).all()
 
 
 @pytest.mark.parametrize("name", list(PROBLEMS))
@@ -386,3 +391,41 @@ def test_the_rounding_floor_of_G_stops_the_iteration():
     scale = 8.0
     r = refine_points(Creeping(1e3, scale), np.array([0.5 + 10 * refine.TOL * scale]))
     assert r.iterations == 1 and r.residual == pytest.approx(9 * refine.TOL * scale, rel=1e-3)
+
+
+class Pinned:
+    """Points that E does not see (constant moments), G = s − target: Newton is exact, and the
+    line search alone keeps the points inside the bounds (0, 1) and in order."""
+
+    def __init__(self, target):
+        self.target, self.scale, self.bounds = np.asarray(target, dtype=float), 1.0, (0.0, 1.0)
+
+    def moments(self, s):
+        return np.tile([[1.0], [0.5], [1.25]], s.size + 1)
+
+    def evaluate(self, s, S):
+        return s - self.target + 0.5, np.ones_like(s), np.zeros_like(s), np.zeros(s.size, dtype=bool)
+
+
+@pytest.mark.parametrize("target,s0", [([-0.5, 0.7], [0.2, 0.4]), ([0.3, 0.5, 1.5], [0.3, 0.5, 0.8]),
+                                       ([0.3, 0.6, 0.4], [0.2, 0.5, 0.7])])
+def test_steps_that_leave_the_bounds_or_reorder_the_points_are_halved(target, s0):
+    r = refine_points(Pinned(target), np.array(s0))
+    s = r.points
+    assert np.all(np.diff(s) > 0) and s[0] > 0 and s[-1] < 1, s
+    assert r.iterations >= 1 and r.residual < np.abs(np.array(s0) - target).max()
+
+
+def test_levenberg_marquardt_takes_over_where_newton_is_singular():
+    """Point 0 reports no slope and no density: J's first pivot is 0 and Newton fails; the LM
+    system stays regular (1e-12 of its largest diagonal) and still converges point 1."""
+    class HalfFlat(ExpProblem):
+        def evaluate(self, s, S):
+            d, slope, dens, fixed = super().evaluate(s, S)
+            slope[0] = dens[0] = 0.0
+            return d, slope, dens, fixed
+
+    s0 = np.array([0.3, 0.6])
+    r = refine_points(HalfFlat(), s0)
+    assert r.note == "" and r.iterations >= 1 and r.points[0] == 0.3
+    assert abs(ExpProblem().G(r.points)[1]) <= 1e-13 * ExpProblem().scale
