@@ -429,3 +429,23 @@ def test_levenberg_marquardt_takes_over_where_newton_is_singular():
     r = refine_points(HalfFlat(), s0)
     assert r.note == "" and r.iterations >= 1 and r.points[0] == 0.3
     assert abs(ExpProblem().G(r.points)[1]) <= 1e-13 * ExpProblem().scale
+
+
+@pytest.mark.parametrize("empty", [0, 2, 4])
+def test_jacobian_next_to_a_run_without_weight(empty):
+    """The ends of a weightless run are fixed; every other point keeps its exact derivatives."""
+    class Empty(ExpProblem):
+        def moments(self, s):
+            S = super().moments(s)
+            S[:, empty] = 0.0
+            return S
+
+    problem, s = Empty(), np.array([0.2, 0.45, 0.6, 0.85])
+    st = _state(problem, s)
+    free = np.flatnonzero(st.free)
+    assert free.tolist() == [i for i in range(4) if i not in (empty - 1, empty)]
+    J = dense(_jacobian(st))
+    Jfd = fd_jacobian(problem, s, 1e-6)
+    np.testing.assert_allclose(J[np.ix_(free, free)], Jfd[np.ix_(free, free)], rtol=0, atol=1e-5 * np.abs(Jfd).max())
+    for i in set(range(4)) - set(free.tolist()):
+        assert J[i].tolist() == np.eye(4)[i].tolist() and J[:, i].tolist() == np.eye(4)[i].tolist()
