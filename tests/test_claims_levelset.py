@@ -59,6 +59,8 @@ def test_problem_scale_and_bounds():
     assert p.scale == hi and p.bounds == (lo - hi, 2 * hi)
     p = problem("tanhshrink", dist=parse_distribution("normal:0,3"))   # f' = tanh² reaches 1 - 1e-…
     assert p.scale == max(1.0, abs(float(p.fe.min())), abs(float(p.fe.max())))
+    p = problem("sigmoid")                        # max f' = 1/4: the scale stays 1
+    assert p.scale == 1.0 and p.bounds == (float(p.fe.min()) - 1.0, float(p.fe.max()) + 1.0)
     p = LevelSetProblem(make_grid(get_activation("leaky_relu", {"negative_slope": -3.0}), NORMAL, 64))
     assert p.scale == 3.0 and p.bounds == (-6.0, 4.0)      # f' in {-3, 1}: |lo| sets the scale
 
