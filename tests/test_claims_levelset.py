@@ -319,11 +319,13 @@ def test_samples_with_a_value_split_by_rounding_get_one_code():
     assert t.levels.tolist() == [0.0, 1.0] and t.mse == 0.0 and t.boundaries.size == 1
 
 
-@pytest.mark.parametrize("name,params,bits", [("gelu", {}, 2), ("tanh", {}, 2), ("leaky_relu", {"negative_slope": 2.0}, 1),
-                                              ("leaky_relu", {"negative_slope": 2.0}, 2), ("softplus", {}, 3)])
+@pytest.mark.parametrize("name,params,bits", [
+    ("gelu", {}, 2), ("tanh", {}, 2), ("softplus", {}, 3),
+    ("leaky_relu", {"negative_slope": 2.0}, 1), ("leaky_relu", {"negative_slope": 2.0}, 2)])
 def test_grid_stage_puts_weightless_cells_with_their_neighbour(name, params, bits):
-    """Cells without weight (the far tails) join the group on their left (the first live cell's
-    group at the left end): no boundary of the grid table touches a weightless cell."""
+    """Cells without weight (under a normal weight: in the right half, where the cumulative sum
+    from -inf no longer moves) join the group on their left: no boundary of the grid table
+    touches such a cell."""
     g = make_grid(get_activation(name, params), NORMAL, 64)
     m0 = np.diff(g.cum[0])
     assert (m0 <= 0).sum() > 0                          # the case this is about
