@@ -19,6 +19,7 @@ def timeit(fn, *, repeat=15, warmup=1):
 
 
 def fmt(t):
+    """(median, q20, q80) seconds as 'median [q20, q80]' in µs below 1 ms, ms below 1 s, else s."""
     med, q20, q80 = t
-    unit, scale = ("ms", 1e3) if med < 1 else ("s", 1.0)
-    return f"{med * scale:.1f} {unit} [{q20 * scale:.1f}, {q80 * scale:.1f}]"
+    unit, scale, digits = ("µs", 1e6, 0) if med < 1e-3 else ("ms", 1e3, 1) if med < 1 else ("s", 1.0, 1)
+    return f"{med * scale:.{digits}f} {unit} [{q20 * scale:.{digits}f}, {q80 * scale:.{digits}f}]"

@@ -8,16 +8,24 @@ exact GELU against 3-bit GELU, two copies of one model.
 
 Every variant of a row group is timed in turns (round r times each variant once), so that
 load from other processes falls on all of them alike; ratios are within one run only.
-Median and 20/80 % quantiles (benchmarks/_harness.py).
+Median and 20/80 % quantiles (benchmarks/_harness.py). By default glibc is told (mallopt)
+to keep freed memory, so that neither variant pays page faults for memory it returned to the
+kernel a call earlier: which variant does is decided by heap layout, not by the code timed
+(here native GELU took about 250 minor faults per forward + backward on 2^20 floats as it
+came, and the few-bit path none); `--malloc default` times glibc as it comes.
 
     python benchmarks/cpu_runtime.py                 # full table (a few minutes)
     python benchmarks/cpu_runtime.py --quick         # 2^16 and 2^20, GELU, fewer rounds
+    python benchmarks/cpu_runtime.py --skip-activations --malloc default
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import platform
+import resource
+import time
 
 import numpy as np
 import torch
@@ -46,27 +54,129 @@ def rounds(variants: dict, repeat: int, raw: bool = False) -> dict:
 
 
 def focus(repeat: int):
-    """The issue's case: GELU forward + backward, 3 bits, 2^20 float32, many rounds in turns."""
+    """The issue's case: GELU forward + backward, 3 bits, 2^20 float32, many rounds in turns;
+    also the minor page faults per call of each variant."""
     x = torch.randn(1 << 20).requires_grad_(True)
     g = torch.randn(1 << 20)
+    faults = {}
 
-    def both(m):
+    def both(name, m):
         def run():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             x.grad = None
             m(x).backward(g)
+            faults.setdefault(name, []).append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         return run
 
-    times = rounds({"native": both(nn.GELU()), "3 bit": both(ft.GELU(bits=3))}, repeat, raw=True)
-    print(f"GELU forward + backward, 2^20 float32 elements, {repeat} rounds in turns")
+    variants = {"native": both("native", nn.GELU()), "3 bit": both("3 bit", ft.GELU(bits=3))}
+    times = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()
+    for r in range(repeat):             # in turns, the order swapped every round
+        for name in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+            t0 = time.perf_counter()
+            variants[name]()
+            times[name].append(time.perf_counter() - t0)
+    paired = np.array(times["3 bit"]) / np.array(times["native"])   # the two calls of one round
+    print(f"GELU forward + backward, 2^20 float32 elements, {repeat} rounds in turns (order swapped each round)")
     print()
-    print("| variant | median [20 %, 80 %] | min | vs native (median) | vs native (min) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| variant | median [20 %, 80 %] | min | vs native (medians) | vs native (mins) "
+          "| vs native (median of per-round ratios [20 %, 80 %]) | page faults per call |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     base = times["native"]
     for variant, t in times.items():
         q = tuple(np.quantile(t, [0.5, 0.2, 0.8]))
+        ratio = (f"{np.median(paired):.2f} [{np.quantile(paired, 0.2):.2f}, {np.quantile(paired, 0.8):.2f}]"
+                 if variant != "native" else "1.00")
         print(f"| {variant} | {fmt(q)} | {min(t) * 1e3:.2f} ms | {q[0] / np.median(base):.2f} "
-              f"| {min(t) / min(base):.2f} |")
+              f"| {min(t) / min(base):.2f} | {ratio} | {np.mean(faults[variant][1:]):.0f} |")
     print()
+
+
+def overhead(repeat: int):
+    """Fixed cost per call: forward and backward on 1024 float32 elements, in turns."""
+    x = torch.randn(1024).requires_grad_(True)
+    g = torch.randn(1024)
+    modules = {"native": nn.GELU(), "3 bit": ft.GELU(bits=3)}
+    times = {(k, p): [] for k in modules for p in ("forward", "backward")}
+    for r in range(repeat + 50):          # the first 50 rounds warm up
+        for name, m in modules.items():
+            x.grad = None
+            t0 = time.perf_counter()
+            y = m(x)
+            t1 = time.perf_counter()
+            y.backward(g)
+            t2 = time.perf_counter()
+            if r >= 50:
+                times[(name, "forward")].append(t1 - t0)
+                times[(name, "backward")].append(t2 - t1)
+    print(f"Cost per call on 1024 float32 elements (GELU), {repeat} rounds in turns: median [20 %, 80 %]")
+    print()
+    print("| variant | forward | backward |")
+    print("|---|---:|---:|")
+    for name in modules:
+        f, b = (np.quantile(times[(name, p)], [0.5, 0.2, 0.8]) * 1e6 for p in ("forward", "backward"))
+        print(f"| {name} | {f[0]:.1f} µs [{f[1]:.1f}, {f[2]:.1f}] | {b[0]:.1f} µs [{b[1]:.1f}, {b[2]:.1f}] |")
+    print()
+
+
+def breakdown(repeat: int):
+    """Where a 3-bit GELU forward + backward on 2^20 float32 spends its time, against native:
+    forward and backward of each in turns, and inside the 3-bit one torch's GELU, the coding
+    pass and the decoding pass (each timed around its call, Python included)."""
+    x = torch.randn(1 << 20).requires_grad_(True)
+    g = torch.randn(1 << 20)
+    inner = {"torch's GELU (inside)": [], "coding pass (cpu.encode)": [], "decoding pass (cpu.decode)": []}
+
+    def timed(fn, into):
+        def run(*a, **k):
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            into.append(time.perf_counter() - t0)
+            return out
+        return run
+
+    saved = cpu.encode, cpu.decode, functional.TORCH_FORWARD
+    cpu.encode = timed(cpu.encode, inner["coding pass (cpu.encode)"])
+    cpu.decode = timed(cpu.decode, inner["decoding pass (cpu.decode)"])
+    functional.TORCH_FORWARD = {**saved[2], "gelu": timed(saved[2]["gelu"], inner["torch's GELU (inside)"])}
+    modules = {"native": nn.GELU(), "3 bit": ft.GELU(bits=3)}
+    times = {(k, p): [] for k in modules for p in ("forward", "backward")}
+    try:
+        for r in range(repeat + 20):
+            for name in (list(modules) if r % 2 == 0 else list(modules)[::-1]):
+                x.grad = None
+                t0 = time.perf_counter()
+                y = modules[name](x)
+                t1 = time.perf_counter()
+                y.backward(g)
+                t2 = time.perf_counter()
+                times[(name, "forward")].append(t1 - t0)
+                times[(name, "backward")].append(t2 - t1)
+    finally:
+        cpu.encode, cpu.decode, functional.TORCH_FORWARD = saved
+    print(f"Where the time goes: GELU, 2^20 float32, {repeat} rounds in turns (the first 20 dropped); "
+          "median [20 %, 80 %]")
+    print()
+    print("| part | time |")
+    print("|---|---:|")
+    for (name, p), t in times.items():
+        print(f"| {name}, {p} | {fmt(tuple(np.quantile(t[20:], [0.5, 0.2, 0.8])))} |")
+    for part, t in inner.items():
+        print(f"| 3 bit: {part} | {fmt(tuple(np.quantile(t[20:], [0.5, 0.2, 0.8])))} |")
+    print()
+
+
+def steady_malloc() -> bool:
+    """Keep glibc's heap from being trimmed and its blocks up to 32 MiB off mmap, so that
+    freed tensor memory is reused instead of being returned and faulted in again on the next
+    call (which heap layout decides, per variant, by luck). False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) and libc.mallopt(M_MMAP_THRESHOLD, 32 << 20))
+    except (OSError, AttributeError):
+        return False
 
 
 class torch_path:
@@ -166,7 +276,11 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--skip-activations", action="store_true", help="only the focus case and the training step")
     p.add_argument("--focus-rounds", type=int, default=300, help="rounds for the focus case")
+    p.add_argument("--malloc", choices=["steady", "default"], default="steady",
+                   help="steady (default): glibc keeps freed memory (mallopt), so no variant pays page "
+                        "faults that heap layout hands out by luck; default: glibc as it comes")
     args = p.parse_args()
+    steady = args.malloc == "steady" and steady_malloc()
     sizes = [16, 20] if args.quick else [16, 20, 24]
     names = ["gelu"] if args.quick else ["gelu", "silu"]
     repeat = args.repeat or (15 if args.quick else 25)
@@ -177,9 +291,11 @@ def main():
     import numba
     print(f"torch {torch.__version__}, numba {numba.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-          f"{repeat} rounds per row group")
+          f"{repeat} rounds per row group; malloc {'steady (mallopt)' if steady else 'as it comes'}")
     print()
     focus(args.focus_rounds)
+    breakdown(args.focus_rounds)
+    overhead(2000)
     for name in [] if args.skip_activations else names:
         for dtype in (torch.float32, torch.bfloat16):
             for log_n in sizes:

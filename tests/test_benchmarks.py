@@ -15,6 +15,8 @@ BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(name):
+    if BENCH not in sys.path:   # the scripts import their shared helpers (_harness, _models) as top-level modules
+        sys.path.insert(0, BENCH)
     spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
@@ -90,3 +92,23 @@ def test_memory_models_refuses_unknown_model(capsys):
     with pytest.raises(SystemExit) as e:
         mm.main(["--models", "bert-huge"])
     assert e.value.code == 2 and "bert-huge" in capsys.readouterr().err
+
+
+def test_cpu_runtime_runs(capsys):
+    """benchmarks/cpu_runtime.py's parts run and print their tables (its README numbers come from it)."""
+    bench = load("cpu_runtime")
+
+    class Tiny:
+        dim, heads, layers, seq, batch = 16, 2, 1, 8, 2
+
+    bench.focus(4)
+    bench.breakdown(3)
+    bench.overhead(3)
+    rows = bench.activation_rows("silu", torch.bfloat16, 1000, [1, 3], 2)
+    res = bench.training_rows(Tiny, 2)
+    out = capsys.readouterr().out
+    assert "| 3 bit |" in out and "page faults per call" in out and "1024 float32 elements" in out
+    assert "| 3 bit: coding pass (cpu.encode) |" in out and "| native, backward |" in out
+    assert set(rows) == {"forward", "backward", "forward+backward"}
+    assert set(rows["forward+backward"]) == {"native", "1 bit", "3 bit", "3 bit, torch path"}
+    assert set(res) == {"exact GELU", "3-bit GELU"} and all(t[0] > 0 for t in res.values())

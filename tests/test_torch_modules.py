@@ -205,6 +205,7 @@ def test_state_dict_carries_the_table(tmp_path):
 def test_whole_model_pickle_loads_with_weights_only(tmp_path):
     model = small_model()
     ft.convert(model, bits=2, tables={"tanh": design("tanh", 4)}, extra={MyGELU: "gelu"})
+    model(torch.randn(3, 8)).sum().backward()     # after use too: the modules' cached float views are not saved
     torch.save(model, tmp_path / "model.pt")
     with pytest.raises(Exception, match="weights_only|Unsupported global"):
         torch.load(tmp_path / "model.pt")
@@ -218,6 +219,22 @@ def test_whole_model_pickle_loads_with_weights_only(tmp_path):
     assert loaded[5].table == model[5].table and loaded[5].bits == 4 and isinstance(loaded[1].original, nn.GELU)
     for p, q in zip(model.parameters(), loaded.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0)
+
+
+def test_cached_views_follow_replaced_buffers():
+    """The float views of the table buffers that forward reuses are made again when a buffer
+    is replaced (.to(), _apply, load_state_dict(assign=True)), and never outlive it."""
+    m = ft.GELU(bits=3)
+    x = torch.randn(1000, requires_grad=True)
+    (g1,) = torch.autograd.grad(m(x).sum(), x)
+    m._apply(lambda t: t.clone())                  # every buffer is a new tensor
+    views = m._table_tensors()
+    assert views[0].data_ptr() == m._bounds32.data_ptr() and views[3].data_ptr() == m._levels.data_ptr()
+    m._levels.view(torch.float32).mul_(2)          # in place on the buffer: the view sees it
+    (g2,) = torch.autograd.grad(m(x).sum(), x)
+    torch.testing.assert_close(g2, 2 * g1, rtol=0, atol=0)
+    copy = __import__("copy").deepcopy(m)
+    assert copy._table_tensors()[0].data_ptr() == copy._bounds32.data_ptr() != m._bounds32.data_ptr()
 
 
 class SubGELU(nn.GELU):

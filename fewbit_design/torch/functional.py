@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+from torch._functorch.utils import unwrap_dead_wrappers
 
 from ..table import Table
 from . import kernels
@@ -79,12 +80,12 @@ class FewbitFunction(torch.autograd.Function):
             y, packed = kernels.fused_forward(x, bounds32, code_map, bits, name if exact else None, params)
             if y is None:
                 y = TORCH_FORWARD[name](x, **params)
+        elif cpu is not None and cpu.serves(x):
+            packed = cpu.encode(x, bounds32, code_map, bits)          # same bytes, one numba pass
+            y = TORCH_FORWARD[name](x, **params)
         else:
             y = TORCH_FORWARD[name](x, **params)
-            if cpu is not None and cpu.serves(x):
-                packed = cpu.encode(x, bounds32, code_map, bits)      # same bytes, one numba pass
-            else:
-                packed = pack_codes(encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
+            packed = pack_codes(encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
         return y, packed, x.new_empty(0)
 
     @staticmethod
@@ -113,6 +114,8 @@ class FewbitFunction(torch.autograd.Function):
         return grad_x, None, None, None, None, None, None, None
 
 
+_APPLY = super(torch.autograd.Function, FewbitFunction).apply   # torch's C++ apply, bound to FewbitFunction
+
 _EXPORT_WARNING = ("torch.export does not carry a few-bit backward: the exported program computes "
                    "f(x) with torch's op, and if it is trained, torch's exact f' (keeping x)")
 
@@ -125,7 +128,12 @@ def fewbit_apply(x: torch.Tensor, name: str, params: dict, bits: int, bounds32, 
         # export the plain op rather than a coding and packing whose result nothing reads
         warnings.warn(_EXPORT_WARNING, stacklevel=3)
         return TORCH_FORWARD[name](x, **params)
-    return FewbitFunction.apply(x, bounds32, bounds64, code_map, levels, name, params, bits)[0]
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return FewbitFunction.apply(x, bounds32, bounds64, code_map, levels, name, params, bits)[0]
+    # eager: what Function.apply does, minus binding the arguments to forward's signature through
+    # inspect (tens of microseconds a call; every argument here is already positional)
+    x = unwrap_dead_wrappers((x,))[0]
+    return _APPLY(x, bounds32, bounds64, code_map, levels, name, params, bits)[0]
 
 
 def fewbit_activation(x: torch.Tensor, table: Table) -> torch.Tensor:

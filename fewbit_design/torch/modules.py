@@ -75,8 +75,22 @@ class FewbitActivation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype not in FLOAT_DTYPES:
             raise TypeError(f"fewbit activations take a floating tensor, got {x.dtype}")
-        return fewbit_apply(x, self.activation, self.params, self.bits, self._bounds32.view(torch.float32),
-                            self._bounds64.view(torch.float64), self._code_map, self._levels.view(torch.float32))
+        return fewbit_apply(x, self.activation, self.params, self.bits, *self._table_tensors())
+
+    def _table_tensors(self) -> tuple:
+        """(bounds32, bounds64, code_map, levels): float views of the buffers, made again when a
+        buffer is replaced (.to(), load_state_dict(assign=True), FSDP); in eager mode reused
+        between calls (a view costs about a microsecond and a half)."""
+        b = self._buffers
+        owners = (b["_bounds32"], b["_bounds64"], b["_code_map"], b["_levels"])
+        if torch.compiler.is_compiling():
+            return (owners[0].view(torch.float32), owners[1].view(torch.float64), owners[2],
+                    owners[3].view(torch.float32))
+        held = self.__dict__.get("_views")
+        if held is None or any(a is not o for a, o in zip(held[0], owners)):
+            held = self.__dict__["_views"] = (owners, (owners[0].view(torch.float32), owners[1].view(torch.float64),
+                                                      owners[2], owners[3].view(torch.float32)))
+        return held[1]
 
     # -- checkpoints: the table travels as canonical JSON, never as a pickled object ----------
     def get_extra_state(self) -> torch.Tensor:
@@ -105,7 +119,7 @@ class FewbitActivation(nn.Module):
             missing_keys.remove(prefix + "_extra_state")
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = {k: v for k, v in super().__getstate__().items() if k != "_views"}   # views: rebuilt on use
         return {**state, "table": dumps(state["table"], "json").decode()}  # a str: weights_only loads it
 
     def __setstate__(self, state):
