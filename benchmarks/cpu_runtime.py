@@ -120,6 +120,53 @@ def overhead(repeat: int):
     print()
 
 
+def breakdown(repeat: int):
+    """Where a 3-bit GELU forward + backward on 2^20 float32 spends its time, against native:
+    forward and backward of each in turns, and inside the 3-bit one torch's GELU, the coding
+    pass and the decoding pass (each timed around its call, Python included)."""
+    x = torch.randn(1 << 20).requires_grad_(True)
+    g = torch.randn(1 << 20)
+    inner = {"torch's GELU (inside)": [], "coding pass (cpu.encode)": [], "decoding pass (cpu.decode)": []}
+
+    def timed(fn, into):
+        def run(*a, **k):
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            into.append(time.perf_counter() - t0)
+            return out
+        return run
+
+    saved = cpu.encode, cpu.decode, functional.TORCH_FORWARD
+    cpu.encode = timed(cpu.encode, inner["coding pass (cpu.encode)"])
+    cpu.decode = timed(cpu.decode, inner["decoding pass (cpu.decode)"])
+    functional.TORCH_FORWARD = {**saved[2], "gelu": timed(saved[2]["gelu"], inner["torch's GELU (inside)"])}
+    modules = {"native": nn.GELU(), "3 bit": ft.GELU(bits=3)}
+    times = {(k, p): [] for k in modules for p in ("forward", "backward")}
+    try:
+        for r in range(repeat + 20):
+            for name in (list(modules) if r % 2 == 0 else list(modules)[::-1]):
+                x.grad = None
+                t0 = time.perf_counter()
+                y = modules[name](x)
+                t1 = time.perf_counter()
+                y.backward(g)
+                t2 = time.perf_counter()
+                times[(name, "forward")].append(t1 - t0)
+                times[(name, "backward")].append(t2 - t1)
+    finally:
+        cpu.encode, cpu.decode, functional.TORCH_FORWARD = saved
+    print(f"Where the time goes: GELU, 2^20 float32, {repeat} rounds in turns (the first 20 dropped); "
+          "median [20 %, 80 %]")
+    print()
+    print("| part | time |")
+    print("|---|---:|")
+    for (name, p), t in times.items():
+        print(f"| {name}, {p} | {fmt(tuple(np.quantile(t[20:], [0.5, 0.2, 0.8])))} |")
+    for part, t in inner.items():
+        print(f"| 3 bit: {part} | {fmt(tuple(np.quantile(t[20:], [0.5, 0.2, 0.8])))} |")
+    print()
+
+
 def steady_malloc() -> bool:
     """Keep glibc's heap from being trimmed and its blocks up to 32 MiB off mmap, so that
     freed tensor memory is reused instead of being returned and faulted in again on the next
@@ -247,6 +294,7 @@ def main():
           f"{repeat} rounds per row group; malloc {'steady (mallopt)' if steady else 'as it comes'}")
     print()
     focus(args.focus_rounds)
+    breakdown(args.focus_rounds)
     overhead(2000)
     for name in [] if args.skip_activations else names:
         for dtype in (torch.float32, torch.bfloat16):

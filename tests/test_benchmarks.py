@@ -102,11 +102,13 @@ def test_cpu_runtime_runs(capsys):
         dim, heads, layers, seq, batch = 16, 2, 1, 8, 2
 
     bench.focus(4)
+    bench.breakdown(3)
     bench.overhead(3)
     rows = bench.activation_rows("silu", torch.bfloat16, 1000, [1, 3], 2)
     res = bench.training_rows(Tiny, 2)
     out = capsys.readouterr().out
     assert "| 3 bit |" in out and "page faults per call" in out and "1024 float32 elements" in out
+    assert "| 3 bit: coding pass (cpu.encode) |" in out and "| native, backward |" in out
     assert set(rows) == {"forward", "backward", "forward+backward"}
     assert set(rows["forward+backward"]) == {"native", "1 bit", "3 bit", "3 bit, torch path"}
     assert set(res) == {"exact GELU", "3-bit GELU"} and all(t[0] > 0 for t in res.values())

@@ -62,8 +62,9 @@ def crowded_table():
 
 def test_large_tensors_run_on_torchs_openmp_team_and_match_one_thread(monkeypatch):
     """Where torch runs on OpenMP (Linux wheels), a large launch goes to GOMP_parallel of
-    torch's own runtime with torch.get_num_threads() threads; the bytes and gradients equal
-    those of the calling thread working alone, and of the torch path."""
+    torch's own runtime with torch.get_num_threads() threads, each coding its share of the
+    blocks; the bytes and gradients equal those of the calling thread working alone, and of
+    the torch path (uneven shares: 40 blocks and a tail over 2 and 3 threads)."""
     team = cpu._team()
     if team is None:
         pytest.skip("torch does not run on an OpenMP runtime here: every launch is one thread")
@@ -71,15 +72,19 @@ def test_large_tensors_run_on_torchs_openmp_team_and_match_one_thread(monkeypatc
     c = table_constants(table, "cpu")
     x = probe(table, torch.float32, 40 * BLOCK + 3)
     calls = []
-    monkeypatch.setattr(cpu, "_TEAM", [lambda *args: (calls.append(args[2:]), team(*args))[1]])
+    monkeypatch.setattr(cpu, "_TEAM", [(lambda *args: (calls.append(args[2:]), team[0](*args))[1], *team[1:])])
     old = torch.get_num_threads()
-    torch.set_num_threads(2)
+    results = []
     try:
-        packed = cpu.encode(x, c.bounds32, c.code_map, 4)
-        grad = cpu.decode(packed, x, c.levels, 4)
+        for threads in (2, 3):
+            torch.set_num_threads(threads)
+            packed = cpu.encode(x, c.bounds32, c.code_map, 4)
+            results.append((packed, cpu.decode(packed, x, c.levels, 4)))
     finally:
         torch.set_num_threads(old)
-    assert calls == [(2, 0), (2, 0)]
+    assert calls == [(2, 0), (2, 0), (3, 0), (3, 0)]
+    (packed, grad), (packed3, grad3) = results
+    assert torch.equal(packed3, packed) and torch.equal(grad3.view(torch.int32), grad.view(torch.int32))
     monkeypatch.setattr(cpu, "_TEAM", [None])                    # the calling thread alone
     assert torch.equal(cpu.encode(x, c.bounds32, c.code_map, 4), packed)
     assert torch.equal(cpu.decode(packed, x, c.levels, 4).view(torch.int32), grad.view(torch.int32))
@@ -99,8 +104,10 @@ def test_the_team_is_the_runtime_torch_was_linked_with():
     own = [p for p in runtimes if p.startswith(str(Path(torch.__file__).parent))]
     if own:
         import ctypes
-        assert ctypes.cast(team, ctypes.c_void_p).value == ctypes.cast(
-            ctypes.CDLL(own[0]).GOMP_parallel, ctypes.c_void_p).value
+        runtime = ctypes.CDLL(own[0])
+        assert [ctypes.cast(f, ctypes.c_void_p).value for f in (team[0], runtime.omp_get_thread_num,
+                                                                runtime.omp_get_num_threads)] == [
+            ctypes.cast(runtime.GOMP_parallel, ctypes.c_void_p).value, *team[1:]]
 
 
 _FORK = """

@@ -12,7 +12,8 @@
 # its only target and pytest limited to the module's tests (below), on $MUTATION_JOBS
 # processes (default 2). mutmut skips decorated functions, so dp.py's numba kernels are
 # mutated as plain Python: the copy drops their decorators and the tests run with
-# NUMBA_DISABLE_JIT=1. Prints one line per module: mutants, killed (a test failed or the
+# NUMBA_DISABLE_JIT=1 (refine.py's one kernel, a tridiagonal solve, loses its decorator too;
+# the DP kernels it does not own stay compiled). Prints one line per module: mutants, killed (a test failed or the
 # mutant timed out), survived, not checked (budget), and writes the survivors' diffs to
 # <module>/survivors.txt. torch/functional runs through tools/mutation_subprocess.py instead
 # of `mutmut run` (mutmut generates the mutants; torch, Triton and numba are imported once,
@@ -31,17 +32,17 @@ SRC[dp]=fewbit_design/dp.py
 TESTS[dp]="tests/test_dp.py tests/test_claims_dp.py"
 SELECT[dp]="not quadratic_dp and (cut_positions or step_function or equals or fooled or mutant)"
 SRC[refine]=fewbit_design/refine.py
-TESTS[refine]="tests/test_design.py tests/test_claims_dp.py"
-SELECT[refine]="meet_midpoint_condition and not eight or lloyd_max_fixed_point and (tanh or gelu) or mutant"
+TESTS[refine]="tests/test_claims_refine.py"
+SELECT[refine]=""
 SRC[levelset]=fewbit_design/levelset.py
-TESTS[levelset]="tests/test_claims_dp.py tests/test_design.py"
-SELECT[levelset]="binned or exact or relu or lloyd_max_fixed_point and (tanh or gelu) or mutant"
+TESTS[levelset]="tests/test_claims_levelset.py tests/test_claims_dp.py tests/test_claims_refine.py"
+SELECT[levelset]="levelset or relu_on_samples or mutant_binned or designs_refine"
 SRC[table]=fewbit_design/table.py
 TESTS[table]="tests/test_formats.py tests/test_claims_table.py tests/test_claims_readme.py"
 SELECT[table]=""
 SRC[formats]=fewbit_design/formats.py
-TESTS[formats]="tests/test_formats.py tests/test_header_c.py tests/test_claims_readme.py"
-SELECT[formats]="not header_lookup or gelu3ls-c99 or one-c99"
+TESTS[formats]="tests/test_formats.py tests/test_header_c.py tests/test_claims_formats.py"
+SELECT[formats]="not header_lookup or zeros-c99 or one-c99"
 SRC[packing]=fewbit_design/torch/packing.py
 TESTS[packing]="tests/test_torch_packing.py tests/test_claims_torch.py"
 SELECT[packing]=""
@@ -92,9 +93,11 @@ for m in "${mods[@]}"; do
     if [ "$m" = dp ]; then
         sed -i -E '/^@(numba\.njit|kernel)/d' "$dir/${SRC[$m]}"
         envs=(NUMBA_DISABLE_JIT=1)
+    elif [ "$m" = refine ]; then   # its one kernel (the tridiagonal solve) runs as plain Python
+        sed -i -E '/^@kernel/d' "$dir/${SRC[$m]}"
     fi
     start=$(date +%s)
-    if [ "$m" = functional ]; then   # torch under mutmut's fork hangs: one subprocess per mutant
+    if [ "$m" = functional ]; then   # torch under mutmut's fork hangs: our runner forks a warm parent
         sel=(); [ -n "${SELECT[$m]}" ] && sel=(-k "${SELECT[$m]}")
         (cd "$dir" && timeout "$budget" "$py" "$root/tools/mutation_subprocess.py" --jobs "$jobs" \
             --preload "$PRELOAD_functional" "${sel[@]}" ${TESTS[$m]} > "$dir/mutmut.log" 2>&1)

@@ -15,15 +15,17 @@ int16 and uint16 arrays: the array's dtype tells the kernels the format). Codes 
 Work goes in blocks of _BLOCK elements (a multiple of 8: a block owns whole bytes of every
 plane). A launch is one numba C callback (a cfunc) given a table of addresses and sizes: on a
 large tensor every thread of torch's own OpenMP team runs it (GOMP_parallel of the OpenMP
-runtime that torch's parallel_for uses), each claiming blocks one at a time from an atomic
-counter; below _PARALLEL_MIN elements, or where torch does not run on OpenMP, the calling
-thread runs it alone. Either way no thread is added beside torch's: an extra pool (numba's
+runtime that torch's parallel_for uses), thread t of T taking blocks t*B/T .. (t+1)*B/T - 1,
+the split parallel_for makes (the same core then computes f(x) on that part),
+then helping with the other shares' last blocks if their owners start late (a counter per
+share, taken atomically); below _PARALLEL_MIN elements, or where torch does not run on
+OpenMP, the calling thread runs it alone. Either way no thread is added beside torch's: an extra pool (numba's
 prange layers, or Python helper threads) spun or waited for cores that torch's OpenMP workers
 were spinning on after each op, and the interleaved forward and backward took twice as long.
-Disjoint blocks own disjoint bytes, and each launch has its own counters and scratch, so any
-number of Python threads may launch at once (each call runs with the GIL released).
-Compilation (about 10 s of CPU per dtype, once per machine) is cached on disk by numba;
-`warm_up()` does it, or loads it, before training.
+Disjoint blocks own disjoint bytes, and each Python thread has its own counters and scratch,
+so any number of Python threads may launch at once (each call runs with the GIL released).
+Compilation (about 8 s of CPU per dtype, once per machine) is cached on disk by numba;
+`warm_up()` does it, or loads it, before training; elsewhere it warns.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from . import lut
@@ -342,28 +345,59 @@ def _pointer(typingctx, address, like):
 
 
 @intrinsic
-def _claim(typingctx, words, i):
-    """words[i] += 1 atomically; returns the value before."""
-    if words != types.CPointer(types.int64) or not isinstance(i, types.Integer):
+def _ask(typingctx, address):
+    """int f(void) at the int64 address (omp_get_thread_num / omp_get_num_threads of torch's
+    OpenMP runtime); 0 for address 0 (no team: the calling thread alone)."""
+    if address != types.int64:
         return None
 
     def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        result = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(32), 0))
+        with builder.if_then(builder.icmp_signed("!=", args[0], ir.Constant(ir.IntType(64), 0))):
+            builder.store(builder.call(builder.inttoptr(args[0], fnty.as_pointer()), []), result)
+        return builder.sext(builder.load(result), ir.IntType(64))
+    return types.int64(address), codegen
+
+
+@intrinsic
+def _claim(typingctx, address, i):
+    """((int64 *) address)[i] += 1 atomically; returns the value before."""
+    if address != types.int64 or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        base = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
         index = context.cast(builder, args[1], sig.args[1], types.int64)
-        return builder.atomic_rmw("add", builder.gep(args[0], [index]), ir.Constant(ir.IntType(64), 1), "monotonic")
-    return types.int64(words, i), codegen
+        return builder.atomic_rmw("add", builder.gep(base, [index]), ir.Constant(ir.IntType(64), 1), "monotonic")
+    return types.int64(address, i), codegen
 
 
 _SLOT = 13 * _BLOCK     # scratch bytes per thread: codes (_BLOCK), ints (8 * _BLOCK), floats (4 * _BLOCK)
 # encode's words: x, n, bounds, #bounds, cmap, #intervals, table, #table, steps, bits, out,
-# scratch, next block, next slot (addresses and counts, as int64)
-_ENCODE_WORDS, _NEXT_BLOCK_E, _NEXT_SLOT_E = 14, 12, 13
-# decode's words: packed, n, grad_y, levels, #levels, bits, out, scratch, next block, next slot
-_DECODE_WORDS, _NEXT_BLOCK_D, _NEXT_SLOT_D = 10, 8, 9
+# then (_launch) scratch, omp_get_thread_num, omp_get_num_threads, the shares' counters
+# (addresses and counts, as int64)
+_ENCODE_WORDS = 15
+# decode's words: packed, n, grad_y, levels, #levels, bits, out, then as encode's
+_DECODE_WORDS = 11
+
+
+@numba.njit(inline="always")
+def _team_of(thread_num, num_threads):
+    """(this thread's number, the team's size): 0 and 1 for address 0 (the calling thread alone)."""
+    return _ask(thread_num), max(_ask(num_threads), 1)
+
+
+@numba.njit(inline="always")
+def _share(blocks, count, s):
+    """(first, end) blocks of share s of count: torch's parallel_for split, contiguous, in order."""
+    return blocks * s // count, blocks * (s + 1) // count
 
 
 @numba.njit
 def _encode_team(data, like):
-    """One thread's part of an encode: claim a scratch slot, then blocks until none is left."""
+    """One thread's part of an encode: its share of the blocks, then any block of another
+    share that its owner has not taken yet (one atomic counter per share), with its own scratch."""
     w = _words(data)
     a = numba.carray(w, _ENCODE_WORDS)
     n, bits = a[1], a[9]
@@ -373,20 +407,23 @@ def _encode_team(data, like):
     table = numba.carray(_pointer(a[6], np.int16(0)), a[7])
     steps = numba.carray(_pointer(a[8], np.int32(0)), _COMPARE_MAX + 8)
     out = numba.carray(_pointer(a[10], np.uint8(0)), bits * ((n + 7) >> 3))
-    scratch = a[11] + _claim(w, _NEXT_SLOT_E) * _SLOT
+    t, count = _team_of(a[12], a[13])
+    scratch = a[11] + t * _SLOT
     codes = numba.carray(_pointer(scratch, np.uint8(0)), _BLOCK)
     ints = numba.carray(_pointer(scratch + _BLOCK, np.int32(0)), 2 * _BLOCK)
     floats = numba.carray(_pointer(scratch + 9 * _BLOCK, np.float32(0)), _BLOCK)
     blocks = (n + _BLOCK - 1) // _BLOCK
-    blk = _claim(w, _NEXT_BLOCK_E)
-    while blk < blocks:
-        _encode_block(x, bounds, cmap, table, steps, bits, out, blk, codes, ints, floats)
-        blk = _claim(w, _NEXT_BLOCK_E)
+    for j in range(count):                   # its own share, then what is left of the others'
+        first, end = _share(blocks, count, (t + j) % count)
+        blk = first + _claim(a[14], (t + j) % count)
+        while blk < end:
+            _encode_block(x, bounds, cmap, table, steps, bits, out, blk, codes, ints, floats)
+            blk = first + _claim(a[14], (t + j) % count)
 
 
 @numba.njit
 def _decode_team(data, like):
-    """One thread's part of a decode: claim a scratch slot, then blocks until none is left."""
+    """One thread's part of a decode, shared out as in _encode_team."""
     w = _words(data)
     a = numba.carray(w, _DECODE_WORDS)
     n, bits = a[1], a[5]
@@ -394,14 +431,17 @@ def _decode_team(data, like):
     g = numba.carray(_pointer(a[2], like), n)
     levels = numba.carray(_pointer(a[3], np.float32(0)), a[4])
     out = numba.carray(_pointer(a[6], like), n)
-    scratch = a[7] + _claim(w, _NEXT_SLOT_D) * _SLOT
+    t, count = _team_of(a[8], a[9])
+    scratch = a[7] + t * _SLOT
     codes = numba.carray(_pointer(scratch, np.uint8(0)), _BLOCK)
     ints = numba.carray(_pointer(scratch + _BLOCK, np.int32(0)), 2 * _BLOCK)
     blocks = (n + _BLOCK - 1) // _BLOCK
-    blk = _claim(w, _NEXT_BLOCK_D)
-    while blk < blocks:
-        _decode_block(packed, g, levels, bits, out, blk, codes, ints)
-        blk = _claim(w, _NEXT_BLOCK_D)
+    for j in range(count):                   # its own share, then what is left of the others'
+        first, end = _share(blocks, count, (t + j) % count)
+        blk = first + _claim(a[10], (t + j) % count)
+        while blk < end:
+            _decode_block(packed, g, levels, bits, out, blk, codes, ints)
+            blk = first + _claim(a[10], (t + j) % count)
 
 
 # the cfuncs' Python functions: the scalar passed tells the kernels x's format (see the docstring)
@@ -486,9 +526,10 @@ def _make_cfunc(fn, message: str | None = None):
 
 
 def _team():
-    """GOMP_parallel(fn, data, threads, flags) of the OpenMP runtime that torch's own
-    parallel_for runs on, so that a launch uses torch's team of threads; None where torch does
-    not run on OpenMP or its runtime is not found (the calling thread then works alone)."""
+    """(GOMP_parallel(fn, data, threads, flags), address of omp_get_thread_num, of
+    omp_get_num_threads) of the OpenMP runtime that torch's own parallel_for runs on, so that a
+    launch uses torch's team of threads; None where torch does not run on OpenMP or its runtime
+    is not found (the calling thread then works alone)."""
     if not _TEAM:
         with _LOCK:
             if not _TEAM:
@@ -509,32 +550,46 @@ def _find_team():
     if len(own) != 1 and len(runtimes) != 1:   # torch's runtime cannot be told apart from another
         return None
     try:
-        parallel = ctypes.CDLL((own or runtimes)[0]).GOMP_parallel   # the loaded library, not a new copy
+        runtime = ctypes.CDLL((own or runtimes)[0])   # the loaded library, not a new copy
+        parallel, thread_num, num_threads = runtime.GOMP_parallel, runtime.omp_get_thread_num, runtime.omp_get_num_threads
     except (OSError, AttributeError):
         return None
     parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     parallel.restype = None
-    return parallel
+    address = (lambda f: ctypes.cast(f, ctypes.c_void_p).value)
+    return parallel, address(thread_num), address(num_threads)
 
 
-def _launch(kind: str, dtype, n: int, words: np.ndarray, scratch_at: int) -> bool:
+_LOCAL = threading.local()   # per Python thread: its words (a ctypes array) and scratch, with their addresses
+
+
+def _launch(kind: str, dtype, n: int, head: tuple) -> bool:
     """Run the (kind, dtype) cfunc over n elements: on torch's OpenMP team when n is large,
-    else in this thread (the GIL released either way). False (and the CPU path off for good,
-    with a warning) if numba fails."""
+    else in this thread (the GIL released either way). Its words are `head`, then the scratch,
+    the team's thread number and size functions, and the shares' block counters. Each Python thread has its own words and
+    scratch (one launch at a time per thread). False (and the CPU path off for good, with a
+    warning) if numba fails."""
     try:
         worker = _worker(kind, dtype)
     except Exception as error:   # a numba that cannot compile these kernels: the torch path
         _disable(error)
         return False
-    blocks = (n + _BLOCK - 1) // _BLOCK
     team = _team() if n >= _PARALLEL_MIN else None
-    threads = min(torch.get_num_threads(), blocks) if team is not None else 1
-    scratch = np.empty(threads * _SLOT, np.uint8)
-    words[scratch_at] = scratch.ctypes.data
+    threads = min(torch.get_num_threads(), (n + _BLOCK - 1) // _BLOCK) if team is not None else 1
+    local = _LOCAL.__dict__
+    if local.get("slots", 0) < threads:
+        local["scratch"] = np.empty(threads * (_SLOT + 8), np.uint8)   # slots, then the counters
+        local["scratch_at"], local["slots"] = local["scratch"].ctypes.data, threads
+    if "words" not in local:
+        local["words"] = (ctypes.c_int64 * 16)()
+        local["words_at"] = ctypes.addressof(local["words"])
+    words, k, counters = local["words"], len(head), local["scratch_at"] + threads * _SLOT
+    ctypes.memset(counters, 0, 8 * threads)
+    words[:k + 4] = (*head, local["scratch_at"], *(team[1:] if threads > 1 else (0, 0)), counters)
     if threads > 1:
-        team(worker.address, words.ctypes.data, threads, 0)
+        team[0](worker.address, local["words_at"], threads, 0)    # a team of at most `threads`
     else:
-        worker.ctypes(words.ctypes.data)
+        worker.ctypes(local["words_at"])                            # thread 0 of 1
     return True
 
 
@@ -551,8 +606,8 @@ def serves(t: torch.Tensor) -> bool:
 
 
 def _constants(dtype, bounds32, code_map):
-    """(bounds, cmap, table, steps) numpy arrays for the kernels and the int64 words of their
-    addresses and sizes (encode's words 2 to 8); cached per table tensors."""
+    """(bounds, cmap, table, steps) numpy arrays for the kernels and their addresses and sizes
+    (encode's words 2 to 8); cached per table tensors."""
     tensors = (bounds32,) if code_map is None else (bounds32, code_map)
 
     def build():
@@ -574,9 +629,7 @@ def _constants(dtype, bounds32, code_map):
         arrays = (np.ascontiguousarray(bounds, np.float32), np.ascontiguousarray(cmap, np.uint8),
                   np.ascontiguousarray(table, np.int16), steps)
         b, c, t, d = arrays
-        words = np.array([b.ctypes.data, b.size, c.ctypes.data, c.size, t.ctypes.data, t.size,
-                          d.ctypes.data], np.int64)
-        return arrays, words
+        return arrays, (b.ctypes.data, b.size, c.ctypes.data, c.size, t.ctypes.data, t.size, d.ctypes.data)
 
     return cached(("cpu", dtype), tensors, build)
 
@@ -589,10 +642,7 @@ def encode(x: torch.Tensor, bounds32, code_map, bits: int) -> torch.Tensor:
     out = torch.empty(bits * ((n + 7) // 8), dtype=torch.uint8)
     if n:
         arrays, constant = _constants(x.dtype, bounds32, code_map)   # arrays: kept alive here
-        words = np.empty(_ENCODE_WORDS, np.int64)
-        words[0], words[1], words[2:9] = flat.data_ptr(), n, constant
-        words[9], words[10], words[_NEXT_BLOCK_E], words[_NEXT_SLOT_E] = bits, out.data_ptr(), 0, 0
-        if not _launch("encode", x.dtype, n, words, 11):
+        if not _launch("encode", x.dtype, n, (flat.data_ptr(), n, *constant, bits, out.data_ptr())):
             return pack_codes(reference_encode(x, bounds32, None, code_map), bits)
     return out
 
@@ -606,9 +656,8 @@ def decode(packed: torch.Tensor, grad_y: torch.Tensor, levels: torch.Tensor, bit
         if packed.numel() != bits * ((n + 7) // 8) or not packed.is_contiguous() or levels.dtype != torch.float32:
             raise ValueError(f"decode: {packed.numel()} packed bytes do not hold {n} codes of {bits} bits")
         levels = levels.contiguous()
-        words = np.array([packed.data_ptr(), n, g.data_ptr(), levels.data_ptr(), levels.numel(), bits,
-                          out.data_ptr(), 0, 0, 0], np.int64)
-        if not _launch("decode", g.dtype, n, words, 7):
+        head = (packed.data_ptr(), n, g.data_ptr(), levels.data_ptr(), levels.numel(), bits, out.data_ptr())
+        if not _launch("decode", g.dtype, n, head):
             scale = levels.index_select(0, unpack_codes(packed, bits, n).int()).view(g.shape)
             return (g.float() * scale).to(g.dtype)
     return out

@@ -80,12 +80,12 @@ class FewbitFunction(torch.autograd.Function):
             y, packed = kernels.fused_forward(x, bounds32, code_map, bits, name if exact else None, params)
             if y is None:
                 y = TORCH_FORWARD[name](x, **params)
+        elif cpu is not None and cpu.serves(x):
+            packed = cpu.encode(x, bounds32, code_map, bits)          # same bytes, one numba pass
+            y = TORCH_FORWARD[name](x, **params)
         else:
             y = TORCH_FORWARD[name](x, **params)
-            if cpu is not None and cpu.serves(x):
-                packed = cpu.encode(x, bounds32, code_map, bits)      # same bytes, one numba pass
-            else:
-                packed = pack_codes(encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
+            packed = pack_codes(encode(x, bounds32, bounds64, code_map), bits)  # (bits*ceil(n/8),)
         return y, packed, x.new_empty(0)
 
     @staticmethod
