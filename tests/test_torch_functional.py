@@ -255,16 +255,6 @@ def test_bad_inputs():
         fewbit_activation(torch.randn(3), "gelu")
 
 
-def test_bad_input_messages_name_what_is_wrong():
-    # whole messages (mutation testing: a changed or dropped part of the text survived)
-    with pytest.raises(TypeError, match=r"^fewbit activations take a floating tensor, got torch\.int64$"):
-        fewbit_activation(torch.arange(3), hand_table(2))
-    with pytest.raises(TypeError, match=r"^table must be a fewbit_design Table, got str$"):
-        fewbit_activation(torch.randn(3), "gelu")
-    with pytest.raises(ValueError, match=r"^activation 'nope' has no torch implementation in fewbit_design\.torch$"):
-        fewbit_activation(torch.randn(3, requires_grad=True), hand_table(2, activation="nope"))
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bits", [3, 8])  # compare and binary-search paths

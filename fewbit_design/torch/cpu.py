@@ -444,7 +444,8 @@ def _decode_team(data, like):
             blk = first + _claim(a[10], (t + j) % count)
 
 
-# the cfuncs' Python functions: the scalar passed tells the kernels x's format (see the docstring)
+# the cfuncs' Python functions, one module-level function each (numba's disk cache keys a cfunc by
+# its function's name); the scalar passed tells the kernels x's format (see the docstring)
 def _encode_float32(data):
     _encode_team(data, np.float32(0))
 
