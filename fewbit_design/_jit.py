@@ -42,15 +42,13 @@ def _load_cached(dispatcher, args) -> bool:
     """Install the cached overload for args' types without a compiler refresh; False if absent."""
     try:
         from numba.core.compiler_lock import global_compiler_lock
-        from numba.core.runtime import rtsys
 
         sig = tuple(dispatcher.typeof_pyval(a) for a in args)
         with global_compiler_lock:
             if sig in dispatcher.overloads:
                 return True
             ctx = dispatcher.targetctx
-            rtsys.initialize(ctx)   # the part of refresh() that cached code needs
-            cres = dispatcher._cache._load_overload(sig, ctx)
+            cres = from_disk(dispatcher._cache, sig, ctx)
             if cres is None or cres.objectmode:
                 return False
             ctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
@@ -59,3 +57,15 @@ def _load_cached(dispatcher, args) -> bool:
             return True
     except Exception:   # any internal change in numba: the dispatcher's own path still works
         return False
+
+
+def from_disk(cache, sig, ctx):
+    """The compile result that numba's disk `cache` holds for `sig`, loaded with only the part
+    of the target context's refresh() that cached code needs (the runtime); None if absent.
+    Numba internals: callers catch any exception and fall back to numba's public path."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.runtime import rtsys
+
+    with global_compiler_lock:   # reentrant: _load_cached holds it already
+        rtsys.initialize(ctx)
+        return cache._load_overload(sig, ctx)

@@ -43,6 +43,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from .._jit import from_disk
 from . import lut
 from .packing import pack_codes, unpack_codes
 from .reference import encode as reference_encode
@@ -503,13 +504,7 @@ def _make_cfunc(fn, message: str | None = None):
     cfunc = CFunc(fn, sigutils.normalize_signature(types.void(types.voidptr)), locals={}, options={})
     cfunc.enable_caching()
     try:
-        from numba.core.compiler_lock import global_compiler_lock
-        from numba.core.runtime import rtsys
-
-        with global_compiler_lock:
-            ctx = cfunc._targetdescr.target_context
-            rtsys.initialize(ctx)
-            cres = cfunc._cache._load_overload(cfunc._sig, ctx)
+        cres = from_disk(cfunc._cache, cfunc._sig, cfunc._targetdescr.target_context)
         if cres is not None:   # what CFunc.compile does on a cache hit
             cfunc._library = cres.library
             cfunc._wrapper_name = cres.fndesc.llvm_cfunc_wrapper_name

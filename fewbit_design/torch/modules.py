@@ -83,14 +83,14 @@ class FewbitActivation(nn.Module):
         between calls (a view costs about a microsecond and a half)."""
         b = self._buffers
         owners = (b["_bounds32"], b["_bounds64"], b["_code_map"], b["_levels"])
-        if torch.compiler.is_compiling():
-            return (owners[0].view(torch.float32), owners[1].view(torch.float64), owners[2],
-                    owners[3].view(torch.float32))
-        held = self.__dict__.get("_views")
-        if held is None or any(a is not o for a, o in zip(held[0], owners)):
-            held = self.__dict__["_views"] = (owners, (owners[0].view(torch.float32), owners[1].view(torch.float64),
-                                                      owners[2], owners[3].view(torch.float32)))
-        return held[1]
+        eager = not torch.compiler.is_compiling()     # tracing: no attribute written
+        held = self.__dict__.get("_views") if eager else None
+        if held is not None and all(a is o for a, o in zip(held[0], owners)):
+            return held[1]
+        views = (owners[0].view(torch.float32), owners[1].view(torch.float64), owners[2], owners[3].view(torch.float32))
+        if eager:
+            self.__dict__["_views"] = (owners, views)
+        return views
 
     # -- checkpoints: the table travels as canonical JSON, never as a pickled object ----------
     def get_extra_state(self) -> torch.Tensor:
