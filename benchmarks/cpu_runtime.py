@@ -93,23 +93,30 @@ def focus(repeat: int):
     print()
 
 
-def overhead(repeat: int):
-    """Fixed cost per call: forward and backward on 1024 float32 elements, in turns."""
-    x = torch.randn(1024).requires_grad_(True)
-    g = torch.randn(1024)
-    modules = {"native": nn.GELU(), "3 bit": ft.GELU(bits=3)}
-    times = {(k, p): [] for k in modules for p in ("forward", "backward")}
-    for r in range(repeat + 50):          # the first 50 rounds warm up
-        for name, m in modules.items():
+def forward_backward_in_turns(modules: dict, x, g, repeat: int, warmup: int, swap: bool) -> dict:
+    """{(name, "forward" | "backward"): seconds of each of `repeat` rounds}: every module's forward
+    and backward on x (gradient g) once a round, in turns (the order swapped every round if
+    `swap`), after `warmup` rounds."""
+    times = {(name, p): [] for name in modules for p in ("forward", "backward")}
+    for r in range(warmup + repeat):
+        for name in (list(modules)[::-1] if swap and r % 2 else list(modules)):
             x.grad = None
             t0 = time.perf_counter()
-            y = m(x)
+            y = modules[name](x)
             t1 = time.perf_counter()
             y.backward(g)
             t2 = time.perf_counter()
-            if r >= 50:
+            if r >= warmup:
                 times[(name, "forward")].append(t1 - t0)
                 times[(name, "backward")].append(t2 - t1)
+    return times
+
+
+def overhead(repeat: int):
+    """Fixed cost per call: forward and backward on 1024 float32 elements, in turns."""
+    modules = {"native": nn.GELU(), "3 bit": ft.GELU(bits=3)}
+    times = forward_backward_in_turns(modules, torch.randn(1024).requires_grad_(True), torch.randn(1024),
+                                      repeat, warmup=50, swap=False)
     print(f"Cost per call on 1024 float32 elements (GELU), {repeat} rounds in turns: median [20 %, 80 %]")
     print()
     print("| variant | forward | backward |")
@@ -140,19 +147,9 @@ def breakdown(repeat: int):
     cpu.encode = timed(cpu.encode, inner["coding pass (cpu.encode)"])
     cpu.decode = timed(cpu.decode, inner["decoding pass (cpu.decode)"])
     functional.TORCH_FORWARD = {**saved[2], "gelu": timed(saved[2]["gelu"], inner["torch's GELU (inside)"])}
-    modules = {"native": nn.GELU(), "3 bit": ft.GELU(bits=3)}
-    times = {(k, p): [] for k in modules for p in ("forward", "backward")}
     try:
-        for r in range(repeat + 20):
-            for name in (list(modules) if r % 2 == 0 else list(modules)[::-1]):
-                x.grad = None
-                t0 = time.perf_counter()
-                y = modules[name](x)
-                t1 = time.perf_counter()
-                y.backward(g)
-                t2 = time.perf_counter()
-                times[(name, "forward")].append(t1 - t0)
-                times[(name, "backward")].append(t2 - t1)
+        times = forward_backward_in_turns({"native": nn.GELU(), "3 bit": ft.GELU(bits=3)}, x, g, repeat,
+                                          warmup=20, swap=True)
     finally:
         cpu.encode, cpu.decode, functional.TORCH_FORWARD = saved
     print(f"Where the time goes: GELU, 2^20 float32, {repeat} rounds in turns (the first 20 dropped); "
@@ -160,9 +157,9 @@ def breakdown(repeat: int):
     print()
     print("| part | time |")
     print("|---|---:|")
-    for (name, p), t in times.items():
-        print(f"| {name}, {p} | {fmt(tuple(np.quantile(t[20:], [0.5, 0.2, 0.8])))} |")
-    for part, t in inner.items():
+    for (name, p), t in times.items():         # warm-up rounds already dropped
+        print(f"| {name}, {p} | {fmt(tuple(np.quantile(t, [0.5, 0.2, 0.8])))} |")
+    for part, t in inner.items():             # one call per round, warm-up rounds included
         print(f"| 3 bit: {part} | {fmt(tuple(np.quantile(t[20:], [0.5, 0.2, 0.8])))} |")
     print()
 
