@@ -16,8 +16,8 @@ Part 2: `calibrate` on a 12-layer BERT-base (transformers BertConfig(), random i
 mode, CPU) with 4 batches of --bert-batch x 128 tokens, bits=3, hooks and designs
 included, next to the plain forward passes of the same batches.
 
-    python benchmarks/calibration.py [--warmup 300 --steps 100 --bits 2]
-    python benchmarks/calibration.py --quick        # a dry run in a minute
+    python -m benchmarks.calibration [--warmup 300 --steps 100 --bits 2]
+    python -m benchmarks.calibration --quick        # a dry run in a minute
 
 Timings are from one run on a shared machine: compare within the run only.
 """

@@ -15,8 +15,8 @@ native activations and then converted) and sees the same batches in the same ord
 runs differ only in the activations' backward pass. Writes the curves and final metrics to a
 JSON file and a figure:
 
-    python benchmarks/convergence.py                 # full: 3 seeds, a few minutes on 2 cores
-    python benchmarks/convergence.py --quick --out /tmp/c.json --plot /tmp/c.png
+    python -m benchmarks.convergence                 # full: 3 seeds, a few minutes on 2 cores
+    python -m benchmarks.convergence --quick --out /tmp/c.json --plot /tmp/c.png
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from torch import nn
 
 import fewbit_design.torch as ft
 from fewbit_design.io import atomic_write
+
+from benchmarks._harness import results_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -379,15 +381,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a tiny run (1 seed, 1 and 3 bits, a few steps)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default 2)")
-    p.add_argument("--out", default=None, help="JSON results (default benchmarks/results/convergence.json)")
-    p.add_argument("--plot", default=None, help="figure (default plots/convergence.png)")
+    p.add_argument("--out", default=None, help="JSON results (default: benchmarks/results/convergence.json for "
+                   "the full run, a temporary folder for --quick)")
+    p.add_argument("--plot", default=None, help="figure (default: plots/convergence.png for the full run, a "
+                   "temporary folder for --quick)")
     p.add_argument("--replot", metavar="JSON", help="redraw the figure and table of an earlier run, no training")
     p.add_argument("--add", metavar="JSON", help="train only the configurations an earlier run lacks, and add them")
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error("--jobs must be at least 1")
-    out = a.out or os.path.join(HERE, "results", "convergence.json")
-    fig = a.plot or os.path.join(ROOT, "plots", "convergence.png")
+    full = not a.quick   # a --quick run never replaces the committed 3-seed results or their figure
+    out = results_path(a.out, os.path.join(HERE, "results", "convergence.json"), full_run=full)
+    fig = results_path(a.plot, os.path.join(ROOT, "plots", "convergence.png"), full_run=full)
     if a.replot or a.add:
         with open(a.replot or a.add) as fh:
             result = json.load(fh)

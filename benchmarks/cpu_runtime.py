@@ -14,9 +14,9 @@ kernel a call earlier: which variant does is decided by heap layout, not by the 
 (here native GELU took about 250 minor faults per forward + backward on 2^20 floats as it
 came, and the few-bit path none); `--malloc default` times glibc as it comes.
 
-    python benchmarks/cpu_runtime.py                 # full table (a few minutes)
-    python benchmarks/cpu_runtime.py --quick         # 2^16 and 2^20, GELU, fewer rounds
-    python benchmarks/cpu_runtime.py --skip-activations --malloc default
+    python -m benchmarks.cpu_runtime                 # full table (a few minutes)
+    python -m benchmarks.cpu_runtime --quick         # 2^16 and 2^20, GELU, fewer rounds
+    python -m benchmarks.cpu_runtime --skip-activations --malloc default
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from torch import nn
 import fewbit_design.torch as ft
 from fewbit_design.torch import cpu, functional
 
-from _harness import fmt, timeit
-from _models import Block
+from benchmarks._harness import fmt, timeit
+from benchmarks._models import Block
 
 
 def rounds(variants: dict, repeat: int, raw: bool = False) -> dict:

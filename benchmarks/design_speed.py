@@ -1,11 +1,12 @@
 """Design speed: our engine vs a dense-matrix numpy DP (the reference code's method).
 
-    python benchmarks/design_speed.py
+    python -m benchmarks.design_speed
 
 Prints a markdown table: warm-process design times (median [20 %, 80 %]), the whole
 `fewbit-design gelu --bits 3` process, and the baseline on a 4096-point grid with both errors.
 """
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -15,13 +16,12 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _harness import fmt, timeit  # noqa: E402
+from benchmarks._harness import fmt, timeit
 
-from fewbit_design.activations import get_activation  # noqa: E402
-from fewbit_design.designer import design, evaluate  # noqa: E402
-from fewbit_design.distributions import parse_distribution  # noqa: E402
-from fewbit_design.table import Table  # noqa: E402
+from fewbit_design.activations import get_activation
+from fewbit_design.designer import design, evaluate
+from fewbit_design.distributions import parse_distribution
+from fewbit_design.table import Table
 
 
 def dense_numpy_dp(name, bits, n=4096, lo=-6.0, hi=6.0):
@@ -60,10 +60,15 @@ def dense_numpy_dp(name, bits, n=4096, lo=-6.0, hi=6.0):
     return evaluate(t)
 
 
-def main():
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="one design, one process round, the 2-bit baseline")
+    a = p.parse_args(argv)
     rows = []
-    for bits, part in [(3, "contiguous"), (3, "levelset"), (3, "auto"), (8, "contiguous"), (8, "levelset")]:
-        t, table = timeit(lambda: design("gelu", bits, partition=part), repeat=15 if bits < 8 else 5)
+    cases = [(3, "contiguous")] if a.quick else [(3, "contiguous"), (3, "levelset"), (3, "auto"), (8, "contiguous"),
+                                                 (8, "levelset")]
+    for bits, part in cases:
+        t, table = timeit(lambda: design("gelu", bits, partition=part), repeat=1 if a.quick else 15 if bits < 8 else 5)
         rows.append((f"design('gelu', {bits}, partition='{part}')", fmt(t), f"{table.relative_error:.6e}"))
     # whole processes, warm numba cache, with the bytecode cache a user has (written on first run)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -81,7 +86,7 @@ def main():
     for label, cmd in procs:   # interleaved, so that load on the machine hits all alike
         subprocess.run(cmd, check=True, capture_output=True, env=env)
     times = {label: [] for label, _ in procs}
-    for _ in range(9):
+    for _ in range(1 if a.quick else 9):
         for label, cmd in procs:
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True, env=env)
@@ -96,8 +101,8 @@ def main():
     print()
     print("| gelu, normal:0,1 | ours | dense numpy DP, 4096 points | ratio (time) | our rel. error | baseline rel. error |")
     print("|---|---|---|---|---|---|")
-    for bits in (2, 3, 4):
-        t_ours, ours = timeit(lambda: design("gelu", bits, partition="contiguous"), repeat=9)
+    for bits in (2,) if a.quick else (2, 3, 4):
+        t_ours, ours = timeit(lambda: design("gelu", bits, partition="contiguous"), repeat=1 if a.quick else 9)
         t0 = time.perf_counter()
         _, base_rel = dense_numpy_dp("gelu", bits)
         t_base = time.perf_counter() - t0

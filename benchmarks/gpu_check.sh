@@ -40,6 +40,6 @@ print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cu
     tests/test_torch_kernels.py tests/test_torch_functional.py \
     || echo "STEP FAILED: pytest (rc=$?)"
 
-  timeout -k 5 170 "$PY" benchmarks/kernels.py || echo "STEP FAILED: benchmarks/kernels.py (rc=$?)"
+  timeout -k 5 170 "$PY" -m benchmarks.gpu_kernels || echo "STEP FAILED: benchmarks.gpu_kernels (rc=$?)"
   echo "gpu_check done"
 } 2>&1 | tee "$OUT/gpu_check.txt"

@@ -5,7 +5,7 @@ keeps from forward to backward (parameters excluded: they live anyway), for a sm
 pre-LN transformer block (attention + GELU MLP) and a small GELU MLP. "activation" is the
 part saved by the activation modules themselves.
 
-    python benchmarks/memory.py [--batch 8 --seq 256 --dim 256]
+    python -m benchmarks.memory [--batch 8 --seq 256 --dim 256]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 import fewbit_design.torch as ft
 
-from _models import Block
+from benchmarks._models import Block
 
 
 def mlp(dim: int, act) -> nn.Module:
@@ -82,13 +82,13 @@ def run(batch: int, seq: int, dim: int, heads: int) -> list[str]:
     return rows
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     print(f"torch {torch.__version__}; parameters excluded; distinct storages saved for backward\n")
     print("\n".join(run(a.batch, a.seq, a.dim, a.heads)))
 

@@ -19,8 +19,8 @@ Saved bytes: the distinct storages that autograd keeps from forward to backward
 checkpoint keeps for its recomputation. "codes" are the uint8 storages (only the few-bit
 codes are uint8 here); they are checked against b*ceil(n/8) per activation call.
 
-    python benchmarks/memory_models.py [--layers 2 --batch 4 --seq 128 --repeat 2]
-    python benchmarks/memory_models.py --show benchmarks/results/memory_models*.json
+    python -m benchmarks.memory_models [--layers 2 --batch 4 --seq 128 --repeat 2]
+    python -m benchmarks.memory_models --show benchmarks/results/memory_models*.json
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from torch.utils.checkpoint import checkpoint
 
 import fewbit_design.torch as ft
 from fewbit_design.io import atomic_write
+
+from benchmarks._harness import is_default_run, results_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROWS = ("native", "few-bit 1 bit", "few-bit 2 bit", "few-bit 3 bit", "few-bit 4 bit",
@@ -291,7 +293,8 @@ def main(argv=None):
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"any of {', '.join(MODELS)}")
     p.add_argument("--regimes", default=",".join(REGIMES))
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=os.path.join(HERE, "results", "memory_models.json"))
+    p.add_argument("--out", default=None, help="JSON results (default: benchmarks/results/memory_models.json for "
+                   "a run with every default, else a temporary folder)")
     p.add_argument("--show", nargs="+", metavar="JSON", help="print the table of earlier runs and exit")
     a = p.parse_args(argv)
     if a.show:
@@ -301,6 +304,9 @@ def main(argv=None):
         p.error(f"unknown model or regime {bad!r}")
     if min(a.layers, a.batch, a.seq, a.image, a.repeat, a.threads) < 1:
         p.error("--layers, --batch, --seq, --image, --repeat and --threads must be positive")
+    # only the run with every default replaces the committed results
+    a.out = results_path(a.out, os.path.join(HERE, "results", "memory_models.json"),
+                         full_run=is_default_run(p, a, ignore=("threads",)))
     torch.set_num_threads(a.threads)
     warnings.filterwarnings("ignore")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

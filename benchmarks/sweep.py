@@ -1,6 +1,6 @@
 """Time the whole shipped sweep: every activation × 1..8 bits × the shipped distributions.
 
-    python benchmarks/sweep.py [--jobs 2]
+    python -m benchmarks.sweep [--jobs 2]
 
 Designs into a temporary folder (nothing in tables/ or the package changes), --force, and
 prints the wall time against the 120 s goal, with the time inside design() per bit width.
@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from fewbit_design.sweep import load_config, run_sweep  # noqa: E402
+from fewbit_design.sweep import load_config, run_sweep
 
 GOAL_S = 120.0
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", "-j", type=int, default=2)
     ap.add_argument("--config", default=os.path.join(ROOT, "tables", "sweep.yaml"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     cfg = load_config(args.config)
     cfg.bundle_path = None                      # leave the package's bundle alone

@@ -1,34 +1,38 @@
-"""The convergence and model-memory benchmarks run end to end (pipeline checks, not their numbers)."""
+"""Every benchmark runs end to end in its smallest configuration (pipeline checks, not their numbers).
 
-import importlib.util
+The benchmarks are the package `benchmarks`, imported as such (pytest puts the repository root on
+sys.path: `pythonpath = .` in setup.cfg); no folder of scripts goes on sys.path.
+"""
+
+import importlib
 import json
 import math
 import os
-import sys
 
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(name):
-    if BENCH not in sys.path:   # the scripts import their shared helpers (_harness, _models) as top-level modules
-        sys.path.insert(0, BENCH)
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
-def test_convergence_quick(tmp_path, capsys):
+def test_convergence_quick(tmp_path, capsys, monkeypatch):
+    """`--quick` as a user would first try it: it runs, and writes to a temporary folder, never over the
+    committed 3-seed results and figure."""
     pytest.importorskip("sklearn")
     conv = load("convergence")
-    out, fig = tmp_path / "c.json", tmp_path / "c.png"
-    conv.main(["--quick", "--jobs", "1", "--out", str(out), "--plot", str(fig)])
+    committed = [os.path.join(ROOT, "benchmarks", "results", "convergence.json"),
+                 os.path.join(ROOT, "plots", "convergence.png")]
+    before = [open(p, "rb").read() for p in committed]
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    conv.main(["--quick", "--jobs", "1"])
+    assert [open(p, "rb").read() for p in committed] == before
+    out, fig = tmp_path / "fewbit-benchmarks" / "convergence.json", tmp_path / "fewbit-benchmarks" / "convergence.png"
     result = json.loads(out.read_text())
     plan = conv.QUICK
     configs = [conv._label(cfg) for cfg in conv.configs(plan)]
@@ -112,3 +116,59 @@ def test_cpu_runtime_runs(capsys):
     assert set(rows) == {"forward", "backward", "forward+backward"}
     assert set(rows["forward+backward"]) == {"native", "1 bit", "3 bit", "3 bit, torch path"}
     assert set(res) == {"exact GELU", "3-bit GELU"} and all(t[0] > 0 for t in res.values())
+
+
+def test_memory_models_partial_run_writes_to_a_temporary_folder(monkeypatch, tmp_path, capsys):
+    pytest.importorskip("peft")
+    mm = load("memory_models")
+    committed = os.path.join(ROOT, "benchmarks", "results", "memory_models.json")
+    before = open(committed, "rb").read()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    mm.main(["--models", "bert-base", "--regimes", "lora", "--layers", "1", "--repeat", "1", "--batch", "2",
+             "--seq", "32", "--threads", "1"])
+    assert open(committed, "rb").read() == before
+    report = json.loads((tmp_path / "fewbit-benchmarks" / "memory_models.json").read_text())
+    assert report["complete"] and {r["model"] for r in report["results"]} == {"bert-base"}
+
+
+def test_levelset_quick(capsys):
+    load("levelset").main(["--quick"])
+    out = capsys.readouterr().out
+    assert "| gelu | 2 |" in out and "| tanh | 1 |" in out and "8-bit level-set design" in out
+
+
+def test_design_speed_quick(capsys):
+    load("design_speed").main(["--quick"])
+    out = capsys.readouterr().out
+    assert "process `fewbit-design gelu --bits 3`" in out and "| 2 bits |" in out
+
+
+def test_sweep_runs_a_small_config(tmp_path, capsys):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text("activations: [gelu, tanh]\nbits: 1-2\ndistributions: ['normal:0,1']\n")
+    load("sweep").main(["--jobs", "1", "--config", str(cfg)])
+    out = capsys.readouterr().out
+    assert "2 activations x 2 bit widths x 1 distributions" in out and "4 tables" in out
+
+
+def test_memory_small(capsys):
+    load("memory").main(["--batch", "1", "--seq", "8", "--dim", "16", "--heads", "2"])
+    assert "distinct storages saved for backward" in capsys.readouterr().out
+
+
+def test_calibration_quick(capsys):
+    pytest.importorskip("peft")
+    load("calibration").main(["--quick", "--warmup", "2", "--steps", "1"])
+    assert "calibrate(" in capsys.readouterr().out
+
+
+def test_gpu_kernels_without_cuda_says_so_or_dry_runs(capsys):
+    bench = load("gpu_kernels")
+    if not torch.cuda.is_available():
+        assert bench.main([]) == 0
+        assert "CUDA (and Triton) required" in capsys.readouterr().out
+    from fewbit_design.torch import kernels
+    if kernels.triton_available("cpu") and kernels.interpreted():   # the docstring's dry run, in the interpreter
+        bench.DEVICE = "cpu"
+        bench.speed_table([10])
+        assert "| native |" in capsys.readouterr().out

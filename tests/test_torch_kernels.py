@@ -524,7 +524,7 @@ cuda_only = pytest.mark.skipif(DEVICE != "cuda", reason="needs CUDA and compiled
 def test_cuda_y_is_bit_identical_to_torch(act, dtype):
     # every float16 / bfloat16 value; 2^22 float32 bit patterns, a ramp, the special values
     x = kernels.probe_values(dtype).cuda()
-    consts = table_constants(hand_table(3), "cuda")  # as benchmarks/kernels.py: shares its compiles
+    consts = table_constants(hand_table(3), "cuda")  # as benchmarks/gpu_kernels.py: shares its compiles
     y, packed = fused_forward(x, consts.bounds32, consts.code_map, 3, act, PARAMS.get(act))
     assert_equal(packed, pack_codes(plain_codes(x, consts), 3))
     want = TORCH_FORWARD[act](x, **PARAMS.get(act, {}))

@@ -59,7 +59,7 @@ _LUT_DTYPES = (torch.float16, torch.bfloat16)
 class KernelConfig:
     """How the fused kernels launch and find codes: a value passed in, never a global to assign.
 
-    The defaults (DEFAULT_CONFIG) are measured on an H200; benchmarks/kernels.py --tune times
+    The defaults (DEFAULT_CONFIG) are measured on an H200; python -m benchmarks.gpu_kernels --tune times
     others. A config changes speed only: every choice gives the same bytes and gradients.
 
     Attributes

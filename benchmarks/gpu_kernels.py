@@ -1,8 +1,8 @@
 """Fused Triton kernels vs native GELU vs the plain torch fewbit path (CUDA only).
 
-    python benchmarks/kernels.py            # n = 2^24, 2^26, 2^28; bits 1-4 and 8
-    python benchmarks/kernels.py --quick    # n = 2^24 only
-    python benchmarks/kernels.py --tune     # also: block size, warps and search kind
+    python -m benchmarks.gpu_kernels            # n = 2^24, 2^26, 2^28; bits 1-4 and 8
+    python -m benchmarks.gpu_kernels --quick    # n = 2^24 only
+    python -m benchmarks.gpu_kernels --tune     # also: block size, warps and search kind
 
 First checks, for every fused activation and dtype, that the kernel's y is bit for bit torch's
 (every float16 / bfloat16 value; 2^22 float32 bit patterns). Then, for GELU in bf16 and fp32,
@@ -23,7 +23,7 @@ gradients the plain path's.
 
 Dry run of the code paths on the CPU (times meaningless):
 
-    TRITON_INTERPRET=1 python -c "import benchmarks.kernels as b; b.DEVICE = 'cpu'
+    TRITON_INTERPRET=1 python -c "import benchmarks.gpu_kernels as b; b.DEVICE = 'cpu'
     b.speed_table([10]); b.tuning_table(10)"
 """
 
@@ -206,10 +206,10 @@ def tuning_table(logn=26, configs=((128, 4, 1), (256, 4, 1), (128, 8, 1), (64, 2
 
 def main(argv):
     if not torch.cuda.is_available() or not triton_available("cuda"):
-        print("benchmarks/kernels.py: CUDA (and Triton) required; nothing to do on this machine.")
+        print("benchmarks.gpu_kernels: CUDA (and Triton) required; nothing to do on this machine.")
         return 0
     if kernels.interpreted():
-        print("benchmarks/kernels.py: TRITON_INTERPRET=1 is set; unset it to time compiled kernels.")
+        print("benchmarks.gpu_kernels: TRITON_INTERPRET=1 is set; unset it to time compiled kernels.")
         return 0
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"triton {__import__('triton').__version__}")
