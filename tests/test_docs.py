@@ -121,3 +121,18 @@ def test_the_packed_example_is_pack_codes():
 def test_limits_are_the_codes():
     from fewbit_design import distributions, formats
     assert distributions.MAX_SAMPLES_BYTES == 256 * 2 ** 20 and formats.MAX_TABLE_BYTES == 64 * 2 ** 20
+
+
+def test_site_builds_strict(tmp_path):
+    """`mkdocs build --strict` (where mkdocs-material and mkdocstrings are installed)."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("material")
+    pytest.importorskip("mkdocstrings")
+    import os
+    import subprocess
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "site" / "api" / "torch" / "index.html").exists()
