@@ -20,12 +20,16 @@ from benchmarks import report  # noqa: E402
 
 PAGES = report.documents()
 CHECKED = re.compile(r"<!-- checked:([a-z_]+) -->\n(.*?)<!-- /checked -->", re.S)
-MEASURED = re.compile(r"\d+(?:\.\d+)?(?:[–-]\d+(?:\.\d+)?)?(?:\s?(?:µs|ms|MiB|GB/s)\b|×)")   # "32 × 64" is a shape
+MEASURED = re.compile(r"\d+(?:\.\d+)?(?:[–-]\d+(?:\.\d+)?)?(?:\s?(?:µs|ms|s|seconds|minutes|MiB|GB/s)\b|\s?%|×)")
+# (a bare "×" only right after the number: "32 × 64" is a shape)
 # figures outside the rendered blocks, each with what pins it
 PINNED = {
     ("docs/engine.md", "3×"): "tests/test_design.py: level-set vs contiguous ratio for tanh",
     ("docs/engine.md", "2.5×"): "tests/test_design.py: level-set vs contiguous ratio for sigmoid",
     ("docs/status.md", "1.3×"): "a goal, not a measurement",
+    ("docs/benchmarks.md", "120 s"): "a goal, not a measurement",
+    ("docs/training.md", "10 %"): "the held-out share of the data, a setting",
+    ("docs/training.md", "25 %"): "the held-out share of the data, a setting",
     ("docs/usage.md", "256 MiB"): "a limit: distributions.MAX_SAMPLES_BYTES (test_limits_are_the_codes)",
     ("docs/usage.md", "64 MiB"): "a limit: formats.MAX_TABLE_BYTES (test_limits_are_the_codes)",
     ("docs/development.md", "64 MiB"): "a limit: formats.MAX_TABLE_BYTES (test_limits_are_the_codes)",
