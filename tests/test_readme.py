@@ -1,4 +1,4 @@
-"""Every Python example in the README runs as shown (from a folder that has the checkout's tables/)."""
+"""Every Python example in README.md and docs/ runs as shown (from a folder that has the checkout's tables/)."""
 
 import os
 import pathlib
@@ -9,11 +9,19 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+BLOCKS = [(page.relative_to(ROOT).as_posix(), i, code)
+          for page in PAGES
+          for i, code in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S))]
 
 
-@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_python_example_runs(code, tmp_path):
+def test_the_pages_have_examples():
+    assert {p for p, _, _ in BLOCKS} >= {"README.md", "docs/usage.md", "docs/runtime.md", "docs/calibration.md",
+                                         "docs/table-format.md"}
+
+
+@pytest.mark.parametrize("code", [c for _, _, c in BLOCKS], ids=[f"{p}:block{i}" for p, i, _ in BLOCKS])
+def test_python_example_runs(code, tmp_path):
     if re.search(r"^(import|from) torch|fewbit_design\.torch", code, re.M):
         pytest.importorskip("torch")
     (tmp_path / "tables").symlink_to(ROOT / "tables")
