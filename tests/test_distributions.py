@@ -98,7 +98,9 @@ def test_quantile_range_definition(spec, tail):
     # cdf(lo) = tail up to what rounding lo to a double moves it by
     for got, x in [(dist.cdf(lo), lo), (dist.sf(hi), hi)]:
         assert abs(got - tail) <= 1e-12 * tail + 2 * EPS * abs(x) * dist.pdf(x)
-    np.testing.assert_allclose([lo, hi], [ref.ppf(tail), ref.isf(tail)], rtol=1e-12, atol=1e-13)
+    # the check above is the definition; scipy's quantiles are a cross-check whose own accuracy
+    # changes by release (scipy 1.15's Student-t ppf is 2.4e-11 off, relative, at t:3,1,2 tail 0.01)
+    np.testing.assert_allclose([lo, hi], [ref.ppf(tail), ref.isf(tail)], rtol=1e-10, atol=1e-13)
     s_lo, s_hi = dist.support
     assert s_lo <= lo < hi <= s_hi
 
