@@ -4,8 +4,9 @@ forward:  y = f(x) (jax.nn);  residual = pack(codes[interval(x)], b)   (b * ceil
 backward: grad_x = (g.astype(float32) * levels[code]).astype(x.dtype)
 
 interval(x) = number of boundaries <= x, compared exactly (float32/bfloat16/float16 x against
-the boundaries rounded up to float32, float64 x against the float64 boundaries); -0.0 equals
-0.0; NaN and +inf fall in the last interval, -inf in the first. The table is a constant of
+the boundaries rounded up to float32, float64 x against the float64 boundaries), in integer
+order keys of the float bits, so subnormals count even where XLA flushes them in float compares;
+-0.0 equals 0.0; NaN and +inf fall in the last interval, -inf in the first. The table is a constant of
 the traced function, so the code is the only residual (plus an empty anchor, below).
 """
 
@@ -67,17 +68,38 @@ def jax_activation(name: str, x, params: dict | None = None):
     return JAX_FORWARD[name](x, **(params or {}))
 
 
+def _order_key(bits, mask):
+    # float bits -> integer with the float order, -0.0 and 0.0 both 0: compares in integers
+    # are exact even where XLA flushes subnormals to zero in float compares (CPU, GPU)
+    return jnp.where(bits < 0, -(bits & mask), bits)
+
+
+def _float_keys(flat):
+    """(n,) int32 (int64 for float64) order keys of x, taken from its bits, never by a float op."""
+    if flat.dtype == jnp.float64:
+        return _order_key(jax.lax.bitcast_convert_type(flat, jnp.int64), 0x7FFFFFFFFFFFFFFF)
+    if flat.dtype == jnp.bfloat16:   # bfloat16 is the top half of a float32
+        bits32 = jax.lax.bitcast_convert_type(flat, jnp.uint16).astype(jnp.uint32) << 16
+    else:                            # float16 -> float32 is exact (its subnormals are normal there)
+        bits32 = jax.lax.bitcast_convert_type(flat.astype(jnp.float32), jnp.uint32)
+    return _order_key(jax.lax.bitcast_convert_type(bits32, jnp.int32), 0x7FFFFFFF)
+
+
+def _bound_keys(c, wide: bool) -> np.ndarray:
+    # the same keys for the boundaries, rounded up to float32 unless x is float64 (numpy, exact)
+    bits = c.bounds64.view(np.int64) if wide else c.bounds32.view(np.int32)
+    mask = 0x7FFFFFFFFFFFFFFF if wide else 0x7FFFFFFF
+    return np.where(bits < 0, -(bits & mask), bits)
+
+
 def encode(x, table: Table):
     """(n,) uint8 code of each element of x (row-major), per the table's intervals."""
     c = table_constants(table)
     flat = x.reshape(-1)
-    if flat.dtype == jnp.float64:
-        bounds = jnp.asarray(c.bounds64)
-    else:   # float16/bfloat16 -> float32 is exact, and x >= b32 <=> x >= b for float32 x
-        flat, bounds = flat.astype(jnp.float32), jnp.asarray(c.bounds32)
-    # upper bound by binary search with IEEE compares: -0.0 == 0.0
-    interval = jnp.searchsorted(bounds, flat, side="right", method="scan")
-    interval = jnp.where(jnp.isnan(flat), bounds.shape[0], interval)   # NaN: last interval
+    keys = _float_keys(flat)
+    bounds = jnp.asarray(_bound_keys(c, flat.dtype == jnp.float64))
+    interval = jnp.searchsorted(bounds, keys, side="right", method="scan")   # #(b <= x)
+    interval = jnp.where(jnp.isnan(flat), bounds.shape[0], interval)         # NaN: last interval
     return jnp.asarray(c.codes)[interval]
 
 
