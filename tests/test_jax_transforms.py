@@ -215,3 +215,15 @@ def test_import_fewbit_design_imports_neither_jax_nor_torch():
     code = "import sys, fewbit_design.jax; assert 'torch' not in sys.modules and 'flax' not in sys.modules"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_float64_under_x64_compares_against_the_float64_boundaries():
+    code = ("import jax, numpy as np; jax.config.update('jax_enable_x64', True); import jax.numpy as jnp; "
+            "import fewbit_design as fd; from fewbit_design.jax import fewbit_activation; "
+            "t = fd.shipped_table('gelu', 4); b = t.boundaries; "
+            "x = np.concatenate([b, np.nextafter(b, -np.inf), [np.nan, np.inf, -np.inf, -0.0, -5e-324], "
+            "np.random.default_rng(0).standard_normal(1000)]); "
+            "g = jax.grad(lambda v: fewbit_activation(v, t).sum())(jnp.asarray(x)); assert g.dtype == jnp.float64; "
+            "assert np.array_equal(np.asarray(g), t.q(x).astype(np.float32).astype(np.float64))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
