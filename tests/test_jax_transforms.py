@@ -207,6 +207,32 @@ def test_swap_activations_in_an_nnx_model():
         jm.swap_activations(model)
 
 
+def test_swap_follows_jax_defaults_and_partials():
+    import functools
+
+    from flax import nnx
+
+    from fewbit_design.jax import modules as jm
+
+    class Acts(nnx.Module):
+        def __init__(self):
+            self.a, self.b = jax.nn.gelu, functools.partial(jax.nn.gelu, approximate=False)
+            self.c, self.d = functools.partial(jax.nn.leaky_relu, negative_slope=0.2), jax.nn.softplus
+            self.e = functools.partial(jax.nn.elu, 1.0)          # positional: left alone
+
+        def __call__(self, x):
+            return self.a(x) + self.b(x) + self.c(x) + self.d(x) + self.e(x)
+
+    model = Acts()
+    x = x_of((64,))
+    before = model(x)
+    assert jm.swap_activations(model, bits=2) == ["a", "b", "c"]
+    assert isinstance(model.a, jm.GELUTanh) and isinstance(model.b, jm.GELU)
+    assert isinstance(model.c, jm.LeakyReLU) and model.c.table.params == {"negative_slope": 0.2}
+    assert model.d is jax.nn.softplus
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(before), rtol=1e-6, atol=1e-6)
+
+
 def test_import_fewbit_design_imports_neither_jax_nor_torch():
     code = ("import sys, fewbit_design as fd; t = fd.shipped_table('gelu', 3); "
             "heavy = [m for m in ('jax', 'flax', 'torch') if m in sys.modules]; assert not heavy, heavy")

@@ -7,6 +7,8 @@ registry (fewbit_design/activations.py), and a swap of activation-function attri
 
 from __future__ import annotations
 
+import functools
+
 from flax import nnx
 
 from ..activations import REGISTRY
@@ -84,33 +86,58 @@ MODULES = {name: _make(name) for name in REGISTRY if name in JAX_FORWARD}
 globals().update({cls.__name__: cls for cls in MODULES.values()})
 __all__ += [cls.__name__ for cls in MODULES.values()]
 
-_FUNCTIONS = {}   # jax function object -> registry name, for swap_activations
+def _swap_targets() -> dict:
+    """jax function -> (registry name, its jax keyword -> registry parameter), for attributes
+    called as act(x): jax's defaults decide (jax.nn.gelu is approximate=True: gelu_tanh)."""
+    import jax
+
+    nn = jax.nn
+    plain = {"relu": nn.relu, "selu": nn.selu, "silu": nn.silu, "mish": nn.mish, "sigmoid": nn.sigmoid,
+             "tanh": jax.numpy.tanh, "hardsigmoid": nn.hard_sigmoid, "hardswish": nn.hard_swish,
+             "relu6": nn.relu6, "softsign": nn.soft_sign, "logsigmoid": nn.log_sigmoid, "hardtanh": nn.hard_tanh}
+    out = {fn: (name, {}) for name, fn in plain.items()}
+    out[nn.swish] = ("silu", {})
+    out[nn.leaky_relu] = ("leaky_relu", {"negative_slope": "negative_slope"})
+    out[nn.elu] = ("elu", {"alpha": "alpha"})
+    out[nn.celu] = ("celu", {"alpha": "alpha"})
+    out[nn.gelu] = ("gelu_tanh", {})      # approximate=False (a partial) is erf GELU, below
+    if getattr(nnx, "tanh", None) is not None:
+        out.setdefault(nnx.tanh, ("tanh", {}))
+    return out
 
 
-def _functions():
-    if not _FUNCTIONS:
-        import jax
-
-        pairs = {"relu": jax.nn.relu, "selu": jax.nn.selu, "silu": jax.nn.silu, "mish": jax.nn.mish,
-                 "sigmoid": jax.nn.sigmoid, "tanh": jax.numpy.tanh, "hardsigmoid": jax.nn.hard_sigmoid,
-                 "hardswish": jax.nn.hard_swish, "relu6": jax.nn.relu6, "softsign": jax.nn.soft_sign,
-                 "logsigmoid": jax.nn.log_sigmoid}
-        pairs.update({"silu": jax.nn.swish} if jax.nn.swish is not jax.nn.silu else {})
-        for fn_name in ("relu", "selu", "silu", "sigmoid", "tanh"):   # nnx re-exports these
-            if hasattr(nnx, fn_name):
-                _FUNCTIONS[getattr(nnx, fn_name)] = fn_name
-        _FUNCTIONS.update({fn: name for name, fn in pairs.items()})
-    return _FUNCTIONS
+def _target(value, targets: dict):
+    """(registry name, params) that `value` computes, or None (jax.nn.softplus has no torch
+    threshold, so it is not a registry softplus)."""
+    fn, kwargs = value, {}
+    if isinstance(value, functools.partial):
+        if value.args:
+            return None
+        fn, kwargs = value.func, dict(value.keywords)
+    try:
+        hit = targets.get(fn)
+    except TypeError:      # unhashable attribute
+        return None
+    if hit is None:
+        return None
+    name, names = hit
+    if name == "gelu_tanh" and "approximate" in kwargs:   # only jax.nn.gelu maps there
+        name = "gelu_tanh" if kwargs.pop("approximate") else "gelu"
+    if set(kwargs) - set(names):
+        return None
+    return name, {names[k]: float(v) for k, v in kwargs.items()}
 
 
 def swap_activations(model: nnx.Module, *, bits: int = 3, tables: dict | None = None) -> list[str]:
     """Replace activation functions that nnx modules hold as attributes by few-bit modules.
 
-    Only attributes are swapped (``self.act = jax.nn.silu``): a call written inside
-    ``__call__`` (``jax.nn.gelu(x)``) cannot be reached without monkey-patching, so write such
-    models with an activation attribute or a FewbitActivation. Parameterised functions
-    (jax.nn.gelu's approximate flag, leaky_relu's slope) are ambiguous as attributes and are
-    not swapped; set a module (``GELU()``, ``LeakyReLU(negative_slope=0.2)``) instead.
+    Only attributes are swapped (``self.act = jax.nn.silu``), taken to be called as
+    ``act(x)``: jax's defaults decide (``jax.nn.gelu`` is approximate=True, so GELUTanh), and a
+    ``functools.partial`` with keywords is honoured (``partial(jax.nn.gelu, approximate=False)``
+    is GELU, ``partial(jax.nn.leaky_relu, negative_slope=0.2)`` a LeakyReLU with a table
+    designed for 0.2). A call written inside ``__call__`` (``jax.nn.gelu(x)``) cannot be
+    reached without monkey-patching, which this does not do. jax.nn.softplus is not torch's
+    (no threshold) and is left alone.
 
     Parameters
     ----------
@@ -124,18 +151,16 @@ def swap_activations(model: nnx.Module, *, bits: int = 3, tables: dict | None = 
     -------
     list of str : the swapped attributes' paths ("block.act").
     """
-    fns = _functions()
+    targets = _swap_targets()
     swapped = []
     for path, module in list(nnx.iter_modules(model)):
         for attr, value in list(vars(module).items()):
-            try:
-                name = fns.get(value)
-            except TypeError:      # unhashable attribute
+            hit = _target(value, targets)
+            if hit is None:
                 continue
-            if name is None:
-                continue
+            name, params = hit
             table = (tables or {}).get(name)
-            new = MODULES[name](bits=None if table is not None else bits, table=table)
+            new = MODULES[name](bits=None if table is not None else bits, table=table, **params)
             setattr(module, attr, nnx.data(new))   # the function was static; the module is data
             swapped.append(".".join(str(p) for p in (*path, attr)))
     if not swapped:
