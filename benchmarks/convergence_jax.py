@@ -146,7 +146,8 @@ def main(argv=None):
     out = args.out or (os.path.join(tempfile.gettempdir(), "convergence_jax_quick.json") if args.quick else DEFAULT_OUT)
     result = run(QUICK if args.quick else FULL)
     atomic_write(out, json.dumps(result, indent=1) + "\n")
-    print("| seed | exact val loss | 3-bit val loss | ratio | exact acc | 3-bit acc |\n|---|---:|---:|---:|---:|---:|")
+    print("| seed | exact val loss | 3-bit val loss | ratio | exact acc | 3-bit acc |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in result["per_seed"]:
         print(f"| {r['seed']} | {r['exact_val_loss']:.4f} | {r['fewbit_val_loss']:.4f} | {r['val_loss_ratio']:.4f} "
               f"| {100 * r['exact_val_acc']:.2f} | {100 * r['fewbit_val_acc']:.2f} |")

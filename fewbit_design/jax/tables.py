@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import OrderedDict
 
 import numpy as np
 
@@ -117,12 +118,18 @@ class TableConstants:
         self.params = canonical_params(table.activation, table.params)
 
 
-_CONSTANTS: dict = {}
+CACHE_SIZE = 512
+_CONSTANTS: OrderedDict = OrderedDict()
 
 
 def table_constants(table: Table) -> TableConstants:
-    """The TableConstants of `table`, built once per Table object (held with it)."""
+    """The TableConstants of `table`, built once per Table object; the entry holds the Table,
+    so its id is not reused while cached; least recently used entries go first."""
     hit = _CONSTANTS.get(id(table))
     if hit is None or hit.table is not table:
         hit = _CONSTANTS[id(table)] = TableConstants(table)
+        while len(_CONSTANTS) > CACHE_SIZE:
+            _CONSTANTS.popitem(last=False)
+    else:
+        _CONSTANTS.move_to_end(id(table))
     return hit
