@@ -135,7 +135,8 @@ def run(plan: dict) -> dict:
             "per_seed": per_seed, "summary": summary, "seconds": round(time.perf_counter() - t0, 1),
             "environment": {"jax": jax.__version__, "optax": optax.__version__, "backend": jax.default_backend(),
                             "python": platform.python_version(), "machine": platform.machine()},
-            "train_loss_per_epoch": {name: {s: r["train_loss_per_epoch"] for s, r in by_seed.items()} for name, by_seed in runs.items()}}
+            "train_loss_per_epoch": {name: {s: r["train_loss_per_epoch"] for s, r in by_seed.items()}
+                                     for name, by_seed in runs.items()}}
 
 
 def main(argv=None):
