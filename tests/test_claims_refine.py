@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fewbit_design import refine
-from fewbit_design.activations import get_activation
+from fewbit_design.activations import REGISTRY, get_activation
 from fewbit_design.contiguous import ContiguousProblem
 from fewbit_design.designer import design
 from fewbit_design.discretize import make_grid
@@ -331,8 +331,12 @@ def test_closed_form_problem_converges_and_never_raises_E(c, s0):
     path = iterates(problem, s0, final.iterations)
     for a, b in zip(path[:-1], path[1:]):
         ea, eb = problem.E(a.points), problem.E(b.points)
-        noise = 1e-14 * abs(ea)
+        # E = S2 - S1²/S0 cancels terms of size S2: it is known to a few ulps of Σ S2, the bound
+        # the solver accepts a step by (refine._noise), not to ulps of E (c = 3: Σ S2 = 67, E = 0.98)
+        noise = refine._noise(problem.moments(b.points))
         assert eb <= ea + noise                          # E never rises
+        if b is path[-1] and np.array_equal(b.points, a.points):
+            continue                                     # the last try was rejected: counted, nothing moved
         assert eb < ea - noise or b.residual < a.residual   # or, flat to rounding, max|G| falls
         assert b.iterations == a.iterations + 1
 
@@ -350,7 +354,7 @@ def test_newton_converges_quadratically_from_near_the_optimum():
 
 
 @pytest.mark.parametrize("name,bits,partition", [
-    ("gelu", 8, "levelset"), ("gelu_tanh", 7, "levelset"), ("tanh", 5, "contiguous"), ("tanh", 1, "contiguous"),
+    ("gelu_tanh", 7, "levelset"), ("tanh", 5, "contiguous"), ("tanh", 1, "contiguous"),
     ("silu", 6, "contiguous"), ("gelu", 3, "levelset"), ("sigmoid", 4, "levelset")])
 def test_designs_refine_to_1e_12(name, bits, partition):
     t = design(name, bits, partition=partition, grid=512)
@@ -361,6 +365,60 @@ def test_designs_refine_to_1e_12(name, bits, partition):
     act = get_activation(name)
     y = t.levels[t.codes]
     assert np.abs(act.df(t.boundaries) - 0.5 * (y[:-1] + y[1:])).max() <= 1e-12
+
+
+NORMAL = parse_distribution("normal:0,1")
+
+# Every activation x bits 1-8 x partition (336 designs, 12 s on one core): the search ends with
+# max|G| <= 1e-12 inside MAX_ITER, or it is listed here with what is known of why not.
+OPEN = {("gelu", 8, "levelset"): "G = 0 is a saddle of E here (test_gelu_8bit_levelset_stationary_point_is_"
+                                  "a_saddle): AVX-512 stops on it, AVX2 descends past it and creeps (max|G| 5e-8)",
+        ("selu", 8, "contiguous"): "open: 60 iterations, max|G| 4.6e-3 (selu' jumps at 0), on AVX2"}
+EVERY_DESIGN = [pytest.param(n, b, p, marks=[pytest.mark.xfail(reason=OPEN[n, b, p], strict=False)]
+                             if (n, b, p) in OPEN else [])
+                for n in sorted(REGISTRY) for b in range(1, 9) for p in ("contiguous", "levelset")]
+
+
+@pytest.mark.parametrize("name,bits,partition", EVERY_DESIGN)
+def test_every_design_refines_to_1e_12(name, bits, partition):
+    ref = design(name, bits, partition=partition, grid=512).solver["refinement"]
+    assert "note" not in ref and ref["iterations"] < refine.MAX_ITER
+    assert ref["residual"] is not None and ref["residual"] <= 1e-12
+
+
+def test_gelu_8bit_levelset_stationary_point_is_a_saddle():
+    """The G = 0 point that Newton reaches from the 8-bit GELU grid level sets is not a minimum of E:
+    the Hessian of E there (D·J, symmetric where G = 0) has a negative eigenvalue, and E falls along
+    its eigenvector by ~1e4 times E's rounding. Whether the search stops there (its first Newton step
+    raises E within E's ulps or not) depends on how numpy's exp/erf round, i.e. on the CPU."""
+    from scipy.linalg import eigh_tridiagonal
+
+    from fewbit_design.discretize import levels_of, pieces_error
+
+    act = get_activation("gelu")
+    g = make_grid(act, NORMAL, 512)
+    P = LevelSetProblem(g)
+    y = np.unique(design_levelset_grid(g, 256)[2])
+    t = refine_points(P, 0.5 * (y[:-1] + y[1:])).points
+    for _ in range(8):                                   # plain Newton to G = 0 (3 steps on AVX2)
+        st = _state(P, t)
+        if _maxabs(st.G, st.free) <= 1e-13:
+            break
+        t = t + _newton_step(_jacobian(st), st.G, st.free)
+    st = _state(P, t)
+    assert _maxabs(st.G, st.free) <= 1e-12 and st.free.all()
+    lower, diag, upper = _jacobian(st)
+    D = 2.0 * st.dens * (st.y[1:] - st.y[:-1])
+    w, v = eigh_tridiagonal(D * diag, 0.5 * (D[:-1] * upper + D[1:] * lower))
+    assert w[0] < 0 < w[1]                               # one direction of descent (-8.4e-7 on AVX2)
+
+    def E(t):
+        s, codes = P.partition(t)
+        return pieces_error(act, NORMAL, g.edges, s, levels_of(P.moments(t))[codes])
+
+    e = E(t)
+    for h in (1e-3, -1e-3):                              # ½ w0 h² = -4.2e-13; rounding of E: 64 eps E = 2.5e-20
+        assert E(t + h * v[:, 0]) < e - 1e-14
 
 
 class Creeping:
