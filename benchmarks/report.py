@@ -250,8 +250,27 @@ def cpu_activations_summary() -> str:
             f"corner ({min(eight):.2f}–{max(eight):.2f}×).")
 
 
+# ------------------------------------------------------------------ JAX (convergence_jax)
+
+def convergence_jax() -> str:
+    """The JAX digits run: per seed exact vs 3-bit, and the means, from convergence_jax.json."""
+    r = _json("convergence_jax.json")
+    lines = [f"Results in `benchmarks/results/convergence_jax.json` (jax {r['environment']['jax']}, "
+             f"{r['environment']['backend'].upper()}):", "",
+             "| seed | exact val loss | 3-bit val loss | ratio | exact acc | 3-bit acc |", "|---|---:|---:|---:|---:|---:|"]
+    for s in r["per_seed"]:
+        lines.append(f"| {s['seed']} | {s['exact_val_loss']:.4f} | {s['fewbit_val_loss']:.4f} | {s['val_loss_ratio']:.4f} | "
+                     f"{100 * s['exact_val_acc']:.2f} | {100 * s['fewbit_val_acc']:.2f} |")
+    m = r["summary"]
+    train = ", ".join(f"{s['train_loss_ratio']:.3f}" for s in r["per_seed"])
+    lines += ["", f"Mean validation-loss ratio {m['val_loss_ratio_mean']:.4f} "
+              f"({'within' if m['val_loss_mean_within_1_percent'] else 'NOT within'} 1 % of exact). The training loss "
+              f"of the last epoch is {100 * (m['train_loss_ratio_mean'] - 1):.1f} % higher on average (ratios {train})."]
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS = {f.__name__: f for f in (memory_headline, memory_models, memory_setup, convergence, convergence_summary,
-                                  cpu_runs, cpu_summary, cpu_machine, cpu_breakdown, cpu_per_call, cpu_training,
+                                  convergence_jax, cpu_runs, cpu_summary, cpu_machine, cpu_breakdown, cpu_per_call, cpu_training,
                                   cpu_activations, cpu_activations_summary)}
 
 

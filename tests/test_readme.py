@@ -24,6 +24,9 @@ def test_the_pages_have_examples():
 def test_python_example_runs(code, tmp_path):
     if re.search(r"^(import|from) torch|fewbit_design\.torch", code, re.M):
         pytest.importorskip("torch")
+    if re.search(r"^(import|from) (jax|flax)|fewbit_design\.jax", code, re.M):   # the jax extra
+        pytest.importorskip("jax")
+        pytest.importorskip("flax")
     (tmp_path / "tables").symlink_to(ROOT / "tables")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
