@@ -79,9 +79,6 @@ def test_checked_prose_figures_are_in_their_results(page):
 @pytest.mark.parametrize("page", PAGES, ids=_name)
 def test_no_measured_figure_outside_the_rendered_blocks(page):
     text = page.read_text(encoding="utf-8")
-    if _name(page) == "docs/engine.md":                   # the Determinism placeholder is quoted as it stood
-        a = text.index("## Determinism")
-        text = text[:a] + text[text.index("\n## ", a + 1):]
     for figure in MEASURED.findall(_prose(text)):
         assert (_name(page), figure) in PINNED, f"{_name(page)}: measured figure {figure!r} is neither rendered nor checked"
 
