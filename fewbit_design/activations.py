@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from .errors import FewbitError
-from .table import format_params
+from .table import format_params, label
 
 __all__ = ["Activation", "ActivationSpec", "REGISTRY", "get_activation", "parse_params"]
 
@@ -237,8 +237,7 @@ class Activation:
         return hash((self.name, tuple(sorted(self.params.items()))))
 
     def __str__(self):
-        args = format_params(self.params)
-        return f"{self.name}({args})" if args else self.name
+        return label(self.name, self.params)
 
     def _call(self, fn, x):
         x = np.asarray(x, dtype=np.float64)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .designer import design, evaluate, rebuild, refuse_custom_code
-from .table import Table, format_params
+from .table import Table, label
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def check_table(table, *, against: str | None = "auto", base: str | None = None,
     mse, rel = evaluate(table, dist=dist)
     total = mse / rel if rel > 0 else (table.mse / table.relative_error if table.relative_error > 0 else 1.0)
     floor = 1e-15 * total                       # below this an mse is round-off
-    lines = [f"{'table':<14}{table.activation}{_in_parens(table.params)}, {table.bits} bits, {dist.spec}, "
+    lines = [f"{'table':<14}{label(table.activation, table.params)}, {table.bits} bits, {dist.spec}, "
              f"{table.partition} partition, {table.n_intervals} intervals, {table.levels.size} levels",
              f"{'stored':<14}relative error {table.relative_error:.12e}  mse {table.mse:.12e}"]
     problems = []
@@ -82,6 +82,3 @@ def check_table(table, *, against: str | None = "auto", base: str | None = None,
     return CheckReport(not problems, "\n".join(lines), (table.mse, table.relative_error), (mse, rel),
                        best)
 
-
-def _in_parens(p: dict) -> str:
-    return f"({format_params(p)})" if p else ""

@@ -9,7 +9,7 @@ import click
 
 from ._version import __version__
 from ._cli_util import InputError, handle_errors, silence_stdout
-from .table import FORMATS, PARTITION_CHOICES, format_params
+from .table import FORMATS, PARTITION_CHOICES, format_params, label
 
 OUTPUT_FORMATS = ("text", *FORMATS)
 
@@ -199,9 +199,8 @@ def _dist_spec(table) -> str:
 
 def format_text(table) -> str:
     """A readable table: header, error, then one row per interval."""
-    params = format_params(table.params)
     lines = [
-        f"{table.activation}{'(' + params + ')' if params else ''}: {table.bits}-bit {table.partition} table "
+        f"{label(table.activation, table.params)}: {table.bits}-bit {table.partition} table "
         f"for inputs ~ {_dist_spec(table)}",
         f"relative error {table.relative_error:.6e}   (mse {table.mse:.6e})",
     ]

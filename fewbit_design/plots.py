@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import FewbitError
 from .io import atomic_write
-from .table import BITS, PARTITIONS, format_params
+from .table import BITS, PARTITIONS, label
 
 FIGURE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 ERROR_FLOOR = 1e-16        # relative errors below this (exact tables) are drawn at the floor
@@ -159,8 +159,7 @@ def plot_table(table, *, path: str, base: str | None = None, trust_activation_co
     ax.set_xlim(lo, hi)
     ax.set_xlabel("x")
     ax.set_ylabel("derivative")
-    params = format_params(table.params)
-    ax.set_title(f"{table.activation}{'(' + params + ')' if params else ''}: {table.bits}-bit "
+    ax.set_title(f"{label(table.activation, table.params)}: {table.bits}-bit "
                  f"{table.partition} table, relative error {table.relative_error:.3g}")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

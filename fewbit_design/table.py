@@ -46,6 +46,11 @@ def format_params(params: dict, sep: str = ", ", *, names: bool = True) -> str:
     return sep.join(f"{k}={value(v)}" if names else value(v) for k, v in params.items())
 
 
+def label(name: str, params: dict) -> str:
+    """'name(a=1, b=2)', or 'name' without parameters: the one way a parametrised name is printed."""
+    return f"{name}({format_params(params)})" if params else name
+
+
 @dataclass(frozen=True, eq=False)
 class Table:
     """An optimal (or given) piecewise-constant replacement q of f'.
@@ -177,8 +182,8 @@ class Table:
             raise FewbitError(msg if msg.startswith(source) else f"{source}: {msg}") from None
 
     def __repr__(self) -> str:
-        return (f"Table({self.activation}{_in_parens(self.params)}, bits={self.bits}, "
-                f"dist={self.distribution}{_in_parens(self.dist_params)}, partition={self.partition}, "
+        return (f"Table({label(self.activation, self.params)}, bits={self.bits}, "
+                f"dist={label(self.distribution, self.dist_params)}, partition={self.partition}, "
                 f"intervals={self.n_intervals}, levels={self.levels.size}, "
                 f"relative_error={self.relative_error:.6g})")
 
@@ -263,5 +268,3 @@ def _params(v, where, *, allow_str=False) -> dict:
     return out
 
 
-def _in_parens(p: dict) -> str:
-    return f"({format_params(p)})" if p else ""

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import FewbitError
 from ..formats import dumps, loads
-from ..table import Table, format_params
+from ..table import Table, format_params, label
 from .functional import fewbit_apply
 from .reference import FLOAT_DTYPES, TORCH_FORWARD
 from .tables import TableConstants, canonical_params, resolve_table
@@ -133,7 +133,7 @@ class FewbitActivation(nn.Module):
 
     def extra_repr(self) -> str:
         t = self.table
-        dist = t.distribution + (f"({format_params(t.dist_params)})" if t.dist_params else "")
+        dist = label(t.distribution, t.dist_params)
         head = self._args_repr()
         return (f"{head + ', ' if head else ''}bits={self.bits}, table={dist} {t.partition} "
                 f"({t.n_intervals} intervals, rel_err={t.relative_error:.3g})")
