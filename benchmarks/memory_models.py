@@ -16,8 +16,10 @@ projections; GPT-2: its fused c_attn), everything else frozen; all weights train
 
 Saved bytes: the distinct storages that autograd keeps from forward to backward
 (torch.autograd.graph.saved_tensors_hooks, parameters excluded), plus the inputs that a
-checkpoint keeps for its recomputation. "codes" are the uint8 storages (only the few-bit
-codes are uint8 here); they are checked against b*ceil(n/8) per activation call.
+checkpoint keeps for its recomputation. "codes" are the uint8 storages other than the
+level-set tables' code maps (a compiled graph saves the code map it reads, once per table; the
+few-bit codes are the only other uint8 storages here); they are checked against b*ceil(n/8)
+per activation call.
 
     python -m benchmarks.memory_models [--layers 2 --batch 4 --seq 128 --repeat 2]
     python -m benchmarks.memory_models --show benchmarks/results/memory_models*.json
@@ -162,15 +164,27 @@ def step(model, batch) -> None:
     model.zero_grad(set_to_none=True)
 
 
+def _code_maps(model) -> list:
+    """The level-set tables' interval -> code maps (uint8), one per few-bit module: a compiled
+    graph saves the code map it reads (as a graph constant, a copy), but that is per table, not
+    per call, so it is not counted as codes."""
+    return [torch.from_numpy(m.table.codes.astype("uint8")) for m in model.modules()
+            if isinstance(m, ft.FewbitActivation) and m.table.partition == "levelset"]
+
+
 def count_saved(model, batch) -> dict:
-    """Distinct non-parameter storages kept for backward during one forward: all, and uint8 (codes)."""
+    """Distinct non-parameter storages kept for backward during one forward: all, and the
+    few-bit codes (the uint8 storages other than the tables' code maps)."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen = {}
+    seen, maps = {}, _code_maps(model)
+
+    def is_code_map(t):
+        return any(t.shape == m.shape and torch.equal(t.detach().cpu(), m) for m in maps)
 
     def keep(t):
         s = t.untyped_storage()
         if s.data_ptr() not in params:
-            seen.setdefault(s.data_ptr(), (s.nbytes(), t.dtype))
+            seen.setdefault(s.data_ptr(), (s.nbytes(), t.dtype == torch.uint8 and not is_code_map(t)))
         return t
 
     recomputes = [m for m in model.modules() if isinstance(m, Recompute)]
@@ -185,7 +199,7 @@ def count_saved(model, batch) -> dict:
     out.backward()  # the graph is used and freed as in training
     model.zero_grad(set_to_none=True)
     return {"saved": sum(n for n, _ in seen.values()),
-            "codes": sum(n for n, dt in seen.values() if dt == torch.uint8)}
+            "codes": sum(n for n, code in seen.values() if code)}
 
 
 def measure(name, row, regime, args, dtype, device) -> dict:

@@ -172,3 +172,38 @@ def test_gpu_kernels_without_cuda_says_so_or_dry_runs(capsys):
         bench.DEVICE = "cpu"
         bench.speed_table([10])
         assert "| native |" in capsys.readouterr().out
+
+
+def test_memory_models_counts_code_maps_apart_from_codes():
+    """A compiled graph saves the level-set table's code map (uint8, as a graph constant: a copy) besides
+    the codes; count_saved counts only the codes as codes, and both as saved bytes."""
+    import types
+
+    import fewbit_design.torch as ft
+
+    mm = load("memory_models")
+    act = ft.FewbitActivation("gelu", bits=3)
+    assert act.table.partition == "levelset"
+    code_map = torch.from_numpy(act.table.codes.astype("uint8"))
+
+    class Keep(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(code_map.clone(), torch.zeros(5, dtype=torch.uint8))
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act, self.lin = act, torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return types.SimpleNamespace(last_hidden_state=Keep.apply(self.lin(x)))
+
+    counted = mm.count_saved(Model(), {"x": torch.randn(2, 4)})
+    assert counted["codes"] == 5
+    assert counted["saved"] >= 5 + code_map.numel()
