@@ -3,7 +3,7 @@
 The pipeline, one module a step (every module's first docstring line names its step):
 
     activations (f, f')  +  distributions (the input weight w)
-      -> discretize        cells and their moments ∫ w f'^p; the error quadrature
+      -> cells             cells and their moments ∫ w f'^p; the error quadrature
       -> dp                exact DPs over the cells (numba kernels)
       -> refine            Newton / Levenberg–Marquardt to the optimality condition,
                            driven by the two methods: contiguous, levelset

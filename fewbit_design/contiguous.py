@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .discretize import (GL_ORDER, Grid, SampleCells, bin_edges, interval_moments, levels_of, sample_levels_error,
-                         segments_error)
+from .cells import (GL_ORDER, Grid, SampleCells, bin_edges, interval_moments, levels_of, sample_levels_error,
+                    segments_error)
 from .dp import _exchange_refine_kernel, segment
 from .refine import refine_or_keep
 

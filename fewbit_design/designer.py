@@ -9,7 +9,7 @@ import numpy as np
 from ._version import __version__
 from .activations import get_activation
 from .contiguous import contiguous_candidate, contiguous_samples_candidate
-from .discretize import make_grid, make_sample_cells, pieces_error, samples_error
+from .cells import make_grid, make_sample_cells, pieces_error, samples_error
 from .distributions import Samples, parse_distribution
 from .errors import FewbitError
 from .levelset import levelset_candidate, levelset_samples_candidate

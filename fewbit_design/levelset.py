@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from .contiguous import Candidate
-from .discretize import (GL_ORDER, Grid, SampleCells, interval_moments, levels_of, pieces_error,
-                         sample_levels_error, snap_constant_levels)
+from .cells import (GL_ORDER, Grid, SampleCells, interval_moments, levels_of, pieces_error,
+                    sample_levels_error, snap_constant_levels)
 from .dp import _exchange_refine_kernel, kmeans_segment
 from .refine import Refinement, refine_or_keep
 

@@ -269,7 +269,7 @@ def test_mutant_binned_paths_keep_a_zero_cost_split_where_it_is(partition, monke
 def test_mutant_levelset_grid_stage_is_the_exact_optimum_over_cells(name, bits):
     # the level-set start (before Newton): groups of whole cells, optimal among all groupings
     # by value (oracle: the O(k·n²) DP over the cells sorted by their mean f'), levels = means
-    from fewbit_design.discretize import make_grid
+    from fewbit_design.cells import make_grid
     from fewbit_design.distributions import parse_distribution
     g = make_grid(get_activation(name), parse_distribution("normal"), 64)
     s, codes, levels = levelset.design_levelset_grid(g, 2 ** bits)

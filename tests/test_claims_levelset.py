@@ -17,7 +17,7 @@ from fewbit_design import levelset
 from fewbit_design.activations import get_activation
 from fewbit_design.contiguous import Candidate
 from fewbit_design.designer import design
-from fewbit_design.discretize import make_grid, make_sample_cells
+from fewbit_design.cells import make_grid, make_sample_cells
 from fewbit_design.distributions import parse_distribution, samples_from_array
 from fewbit_design.levelset import (LevelSetProblem, _root, compact_codes, design_levelset_samples,
                                     levelset_candidate, levelset_samples_candidate, merge_equal_codes)

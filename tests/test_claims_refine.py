@@ -19,7 +19,7 @@ from fewbit_design import refine
 from fewbit_design.activations import REGISTRY, get_activation
 from fewbit_design.contiguous import ContiguousProblem
 from fewbit_design.designer import design
-from fewbit_design.discretize import make_grid
+from fewbit_design.cells import make_grid
 from fewbit_design.distributions import parse_distribution
 from fewbit_design.dp import segment
 from fewbit_design.levelset import LevelSetProblem, design_levelset_grid
@@ -396,7 +396,7 @@ def test_gelu_8bit_levelset_stationary_point_is_a_saddle():
     raises E within E's ulps or not) depends on how numpy's exp/erf round, i.e. on the CPU."""
     from scipy.linalg import eigh_tridiagonal
 
-    from fewbit_design.discretize import levels_of, pieces_error
+    from fewbit_design.cells import levels_of, pieces_error
 
     act = get_activation("gelu")
     g = make_grid(act, NORMAL, 512)
