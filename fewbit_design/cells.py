@@ -14,11 +14,11 @@ bins of them) and every integral is an exact sum.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._grid_edges import extrema, merge_close, t_of, tail_edges, x_of
 from .errors import FewbitError
 
 GL_ORDER = 8
@@ -26,7 +26,6 @@ _GL_X, _GL_W = np.polynomial.legendre.leggauss(GL_ORDER)
 CORE_TAIL = 1e-13     # core range: quantiles CORE_TAIL and 1 - CORE_TAIL
 FAR_TAIL = 1e-300     # tail cells reach quantiles FAR_TAIL; the mass beyond is below double precision
 FAR_EDGE = 1e300      # no cell edge lies beyond ±FAR_EDGE
-TAIL_DT = 0.05        # spacing of tail cells in t, x = a·sinh(t) (geometric far out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,18 +115,18 @@ def make_grid(act, dist, n: int) -> Grid:
     else:
         a = min(dist.scale, (hi - lo) / 16.0)
         c = 0.0 if abs(dist.loc) <= 16.0 * a else dist.loc
-        core = _x_of(np.linspace(_t_of(lo, c, a), _t_of(hi, c, a), n + 1), c, a)
+        core = x_of(np.linspace(t_of(lo, c, a), t_of(hi, c, a), n + 1), c, a)
     core[0], core[-1] = lo, hi
-    left = _tail_edges(lo, flo, c, a)
-    right = _tail_edges(hi, fhi, c, a)
+    left = tail_edges(lo, flo, c, a)
+    right = tail_edges(hi, fhi, c, a)
     kinks = [k for k in (*act.kinks, *dist.kinks) if flo < k < fhi]
     near0 = np.empty(0)
     if (c, a) != (0.0, 1.0):        # where the weight reaches |x| < 1e3, resolve f' as the usual grid does
         near0 = ACTIVATION_EDGES[(ACTIVATION_EDGES > flo) & (ACTIVATION_EDGES < fhi)]
     edges = np.unique(np.concatenate([left, core, right, near0, np.asarray(kinks, dtype=np.float64)]))
-    edges = _merge_close(edges, 1e-12 * np.maximum(min(a, 1.0), np.abs(edges - c)), keep=np.asarray([lo, hi, *kinks]))
+    edges = merge_close(edges, 1e-12 * np.maximum(min(a, 1.0), np.abs(edges - c)), keep=np.asarray([lo, hi, *kinks]))
     # f' is monotone inside every cell: a level f' = t crosses a cell at most once.
-    edges = np.union1d(edges, _extrema(act.df, edges, c, a))
+    edges = np.union1d(edges, extrema(act.df, edges, c, a))
     dp_edges = edges[(edges >= lo) & (edges <= hi)]
     with np.errstate(over="ignore", invalid="ignore"):     # a divergent objective is refused:
         edges = _split_inexact(act, dist, edges)
@@ -211,67 +210,6 @@ def _split_inexact(act, dist, edges: np.ndarray) -> np.ndarray:
         done.append(mid[bad])
         a, b = np.concatenate([a[bad], mid[bad]]), np.concatenate([mid[bad], b[bad]])
     return np.unique(np.concatenate(done))
-
-
-def _tail_edges(start: float, end: float, c: float = 0.0, a: float = 1.0) -> np.ndarray:
-    """Edges from start outward to end, spaced TAIL_DT in t = asinh((x - c) / a)."""
-    if end == start:
-        return np.empty(0)
-    if (c, a) == (0.0, 1.0):
-        ts, te = np.arcsinh(start), np.arcsinh(end)
-        k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
-        e = np.sinh(np.linspace(ts, te, k + 1))
-    else:
-        ts, te = _t_of(start, c, a), _t_of(end, c, a)
-        k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
-        e = _x_of(np.linspace(ts, te, k + 1), c, a)
-    e[-1] = end
-    return e
-
-
-def _t_of(x: float, c: float, a: float) -> float:
-    """asinh((x - c) / a), also where (x - c) / a overflows (there it is log(2|x - c| / a))."""
-    d = x - c
-    if abs(d) <= 1e300 * a:
-        return float(np.arcsinh(d / a))
-    return math.copysign(math.log(2.0) + math.log(abs(d)) - math.log(a), d)
-
-
-def _x_of(t: np.ndarray, c: float, a: float) -> np.ndarray:
-    """c + a·sinh(t), also where sinh(t) overflows and a is small."""
-    big = np.abs(t) > 700.0
-    with np.errstate(over="ignore"):
-        small = c + a * np.sinh(np.where(big, 0.0, t))
-        large = c + np.sign(t) * np.exp(np.abs(t) + math.log(a) - math.log(2.0))
-    return np.where(big, large, small)
-
-
-def _extrema(df, edges: np.ndarray, c: float = 0.0, unit: float = 1.0) -> np.ndarray:
-    """Interior local extrema of f', located by golden-section search."""
-    fe = df(edges)
-    d = np.sign(np.diff(fe))
-    i = np.flatnonzero((d[:-1] * d[1:]) < 0) + 1            # edges[i] is near an extremum
-    if i.size == 0:
-        return i.astype(np.float64)
-    sign = d[i - 1]                                          # +1: maximum, -1: minimum
-    a, b = edges[i - 1].copy(), edges[i + 1].copy()
-    r = 0.5 * (np.sqrt(5.0) - 1.0)
-    m = a.size
-    for _ in range(40):     # bracket shrinks to 4e-9 of a cell: f' is monotone beyond 1e-20
-        c, e = b - r * (b - a), a + r * (b - a)
-        fc_fe = sign * df(np.concatenate([c, e])).reshape(2, m)
-        left = fc_fe[0] > fc_fe[1]
-        a, b = np.where(left, a, c), np.where(left, e, b)
-    x = 0.5 * (a + b)
-    ok = (x > edges[i - 1]) & (x < edges[i + 1]) & (np.abs(x - edges[i]) > 1e-12 * np.maximum(min(unit, 1.0), np.abs(x - c)))
-    return x[ok]
-
-
-def _merge_close(edges: np.ndarray, tol: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Drop edges closer than tol to their left neighbour, never dropping `keep`."""
-    close = np.concatenate([[False], np.diff(edges) < tol[1:]])
-    close &= ~np.isin(edges, keep)
-    return edges[~close]
 
 
 def _gl_moments(act, dist, a: np.ndarray, b: np.ndarray) -> np.ndarray:
