@@ -39,7 +39,7 @@ from torch import nn
 
 import fewbit_design.torch as ft
 from fewbit_design.calibration import LayerData, calibrate_layers
-from fewbit_design.discretize import samples_error
+from fewbit_design.cells import samples_error
 from fewbit_design.activations import get_activation
 from fewbit_design.distributions import samples_from_array
 from fewbit_design.designer import design

@@ -3,11 +3,11 @@
 The pipeline, one module a step (every module's first docstring line names its step):
 
     activations (f, f')  +  distributions (the input weight w)
-      -> discretize        cells and their moments ∫ w f'^p; the error quadrature
+      -> cells             cells (a grid, or the samples) and their moments ∫ w f'^p; the error
       -> dp                exact DPs over the cells (numba kernels)
       -> refine            Newton / Levenberg–Marquardt to the optimality condition,
                            driven by the two methods: contiguous, levelset
-      -> designer          design(): the better of the two -> Table (table)
+      -> designer          design(): the better of the two candidates (candidate) -> Table (table)
       -> formats (file), plots (figure), torch/ (the PyTorch runtime)
     around them: check (verify a table), sweep (batch designs), shipped (packaged tables),
     cli (the command line).

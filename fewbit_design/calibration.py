@@ -20,7 +20,7 @@ from fractions import Fraction
 import numpy as np
 
 from .activations import get_activation
-from .discretize import samples_error
+from .cells import samples_error
 from .distributions import samples_from_array
 from .errors import FewbitError
 from .table import BITS, Table, check_bits

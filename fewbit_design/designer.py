@@ -6,16 +6,14 @@ import os
 
 import numpy as np
 
-from ._version import __version__
+from . import contiguous, levelset
 from .activations import get_activation
-from .contiguous import contiguous_candidate, contiguous_samples_candidate
-from .discretize import make_grid, make_sample_cells, pieces_error, samples_error
+from .candidate import Candidate, solver_record
+from .cells import DEFAULT_GRID, make_cells, make_grid, pieces_error, samples_error
 from .distributions import Samples, parse_distribution
 from .errors import FewbitError
-from .levelset import levelset_candidate, levelset_samples_candidate
 from .table import PARTITION_CHOICES, Table, check_bits
 
-DEFAULT_GRID = 1024
 MAX_DP_STEPS = 2e10      # k·n²/2 above this takes minutes: refuse the grid
 
 
@@ -41,37 +39,15 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
     """
     act = get_activation(activation, params) if isinstance(activation, str) else activation
     dist = parse_distribution(distribution) if isinstance(distribution, str) else distribution
-    bits = check_bits(bits)
-    if partition not in PARTITION_CHOICES:
-        raise FewbitError(f"unknown partition {partition!r}; choose one of {', '.join(PARTITION_CHOICES)}")
-    n = DEFAULT_GRID if grid is None else int(grid)
-    if not 16 <= n <= 1 << 20:
-        raise FewbitError(f"grid must be in 16..1048576, got {grid}")
-    k = 2 ** bits
-    if partition != "levelset" and k * n * n / 2 > MAX_DP_STEPS:
-        top = int(np.sqrt(2 * MAX_DP_STEPS / k))
-        raise FewbitError(f"grid {n} at {bits} bits needs {k * n * n / 2:.1e} DP steps (minutes); "
-                          f"use --grid {top} or less, or --partition levelset")
-    if isinstance(dist, Samples):
-        cells = make_sample_cells(act, dist.values, dist.weights)
-        denom = float(cells.total[2])
-        cont = contiguous_samples_candidate(act, dist, cells, k, n) if partition != "levelset" else None
-        ls = levelset_samples_candidate(act, dist, cells, k, n) if partition != "contiguous" else None
-    else:
-        g = make_grid(act, dist, n)
-        denom = float(g.total[2])
-        cont = contiguous_candidate(g, k) if partition != "levelset" else None
-        ls = levelset_candidate(g, k, cont) if partition != "contiguous" else None
-    tie = 1e-12 * ls.mse + 1e-15 * denom if ls is not None else 0.0
-    if partition == "contiguous" or (partition == "auto" and cont.mse <= ls.mse + tie):
-        # on a tie (to rounding) auto keeps the simpler contiguous table
-        best, other = cont, ls
-    else:
-        best, other = ls, cont
-    solver = dict(best.solver)
-    if other is not None:
-        solver["alternatives"] = {other.partition: other.mse / denom if denom > 0 else 0.0}
-    solver["version"] = __version__      # no wall time: the same call gives the same table, bit for bit
+    bits, n = _checked(bits, grid, partition)
+    cells = make_cells(act, dist, n)
+    found = {}
+    if partition != "levelset":
+        found["contiguous"] = contiguous.solve(cells, bits, bins=n)
+    if partition != "contiguous":
+        found["levelset"] = levelset.solve(cells, bits, bins=n)
+    denom = float(cells.total[2])
+    best, alternatives = _choose(found, denom)
     with np.errstate(over="ignore"):
         if np.isinf(np.asarray(best.levels, dtype=np.float32)).any():
             raise FewbitError(f"{act.name} under {dist.spec}: the best levels reach "
@@ -80,7 +56,41 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
     return Table(activation=act.name, params=dict(act.params), bits=bits,
                  distribution=dist.name, dist_params=dict(dist.params), partition=best.partition,
                  boundaries=best.boundaries, codes=best.codes, levels=best.levels,
-                 mse=best.mse, relative_error=best.mse / denom if denom > 0 else 0.0, solver=solver)
+                 mse=best.mse, relative_error=best.mse / denom if denom > 0 else 0.0,
+                 solver=solver_record(best, alternatives))
+
+
+def _checked(bits, grid: int | None, partition: str) -> tuple[int, int]:
+    """bits (1..8) and the grid's core cells n, checked with the partition: FewbitError where one is wrong."""
+    bits = check_bits(bits)
+    if partition not in PARTITION_CHOICES:
+        raise FewbitError(f"unknown partition {partition!r}; choose one of {', '.join(PARTITION_CHOICES)}")
+    n = DEFAULT_GRID if grid is None else int(grid)
+    if not 16 <= n <= 1 << 20:
+        raise FewbitError(f"grid must be in 16..1048576, got {grid}")
+    steps = 2 ** bits * n * n / 2
+    if partition != "levelset" and steps > MAX_DP_STEPS:
+        top = int(np.sqrt(2 * MAX_DP_STEPS / 2 ** bits))
+        raise FewbitError(f"grid {n} at {bits} bits needs {steps:.1e} DP steps (minutes); "
+                          f"use --grid {top} or less, or --partition levelset")
+    return bits, n
+
+
+def _choose(found: dict[str, Candidate], denom: float) -> tuple[Candidate, dict]:
+    """The candidate to keep, and the relative errors of the others (empty for one partition).
+
+    A contiguous table is a level-set table too, so the level-set error counts at most the
+    contiguous one; on a tie (to rounding) auto keeps the simpler contiguous table.
+    """
+    if len(found) == 1:
+        return next(iter(found.values())), {}
+    cont, ls = found["contiguous"], found["levelset"]
+    ls_mse = min(ls.mse, cont.mse)
+    if cont.mse <= ls_mse + (1e-12 * ls_mse + 1e-15 * denom):
+        best, other = cont, ("levelset", ls_mse)
+    else:
+        best, other = ls, ("contiguous", cont.mse)
+    return best, {other[0]: other[1] / denom if denom > 0 else 0.0}
 
 
 def evaluate(table: Table, *, grid: int | None = None, dist=None) -> tuple[float, float]:

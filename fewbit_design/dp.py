@@ -110,6 +110,26 @@ def _exchange_refine_kernel(P, cuts, max_sweeps):
     return max_sweeps
 
 
+EXCHANGE_SWEEPS = 10_000  # at most this many exchange sweeps after a DP over bins
+
+
+def optimal_runs(P: np.ndarray, bits: int, *, monge: bool = False, bins: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, int]:
+    """Distinct cuts (0 first, n last) of the n cells with prefix moments P into at most 2**bits
+    runs, and the exchange sweeps taken.
+
+    monge : the cells are sorted by value, where the cost is Monge (kmeans_segment is exact there).
+    bins : ascending column indices of P: the DP cuts these bins, then exact exchange refinement
+        moves the cuts over every cell (0 sweeps: the DP over every cell, exact).
+    """
+    cut = kmeans_segment if monge else segment
+    if bins is None:
+        return np.unique(cut(P, 2 ** bits)), 0
+    cuts = bins[cut(P[:, bins], 2 ** bits)]
+    sweeps = int(_exchange_refine_kernel(P, cuts, EXCHANGE_SWEEPS))
+    return np.unique(cuts), sweeps
+
+
 def segment(P: np.ndarray, k: int) -> np.ndarray:
     """Optimal cuts of the cells with prefix moments P into at most k runs (see kernel)."""
     P = np.ascontiguousarray(P, dtype=np.float64)

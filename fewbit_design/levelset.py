@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .contiguous import Candidate
-from .discretize import (GL_ORDER, Grid, SampleCells, interval_moments, levels_of, pieces_error,
-                         sample_levels_error, snap_constant_levels)
-from .dp import _exchange_refine_kernel, kmeans_segment
+from .candidate import Candidate, Steps, method_name
+from .cells import DEFAULT_GRID, Cells, Grid, interval_moments, levels_of
+from .dp import optimal_runs
 from .refine import Refinement, refine_or_keep
 
 EXACT_SAMPLES = 65536     # unique samples up to which the value-space DP runs on every value
+METHODS = ("exact-monge-dp+newton (value space)", "exact-monge-dp over unique sample derivatives",
+           "monge-dp over value bins + exact exchange refinement")
 
 
 class LevelSetProblem:
@@ -72,30 +73,6 @@ class LevelSetProblem:
         return t, np.ones_like(t), dens, ~(dens > 0)
 
 
-def design_levelset_grid(grid: Grid, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact level-set optimum over unions of grid cells: (boundaries, codes, levels)."""
-    m = np.diff(grid.cum, axis=1)                              # (3, N) per-cell moments
-    live = np.flatnonzero(m[0] > 0)
-    v = m[1, live] / m[0, live]
-    order = live[np.argsort(v, kind="stable")]
-    P = np.zeros((3, order.size + 1))
-    np.cumsum(m[:, order], axis=1, out=P[:, 1:])
-    cuts = np.unique(kmeans_segment(P, k))
-    group = np.zeros(m.shape[1], dtype=np.int64)
-    for g, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
-        group[order[a:b]] = g
-    # weightless cells join their left neighbour's group
-    dead = np.ones(m.shape[1], dtype=bool)
-    dead[live] = False
-    for c in np.flatnonzero(dead):
-        group[c] = group[c - 1] if c > 0 else group[live[0]]
-    with np.errstate(invalid="ignore", divide="ignore"):     # a run without weight: level 0
-        levels = np.diff(P[1, cuts]) / np.diff(P[0, cuts])
-    levels = np.where(np.isfinite(levels), levels, 0.0)
-    change = np.flatnonzero(group[1:] != group[:-1])
-    return grid.edges[change + 1], group[np.concatenate([[0], change + 1])], levels
-
-
 def refine_levelset(grid: Grid, levels: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Refinement]:
     """Newton in value space from `levels`; returns (boundaries, codes, levels, refinement)."""
@@ -114,25 +91,6 @@ def compact_codes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     remap = np.full(int(used[-1]) + 1, -1)
     remap[used] = np.arange(used.size)
     return remap[codes], used
-
-
-def design_levelset_samples(d: np.ndarray, weight: np.ndarray, k: int, n: int) -> tuple[np.ndarray, int]:
-    """Value-space k-means over unique samples (derivatives d, weights): codes per sample."""
-    order = np.argsort(d, kind="stable")
-    P = np.zeros((3, d.size + 1))
-    wd = weight[order] * d[order]
-    np.cumsum(np.stack([weight[order], wd, wd * d[order]]), axis=1, out=P[:, 1:])
-    if d.size <= max(n, EXACT_SAMPLES):
-        cuts, sweeps = kmeans_segment(P, k), 0
-    else:
-        bins = np.unique(np.linspace(0, d.size, EXACT_SAMPLES + 1).round().astype(np.int64))
-        cuts = bins[kmeans_segment(P[:, bins], k)]
-        sweeps = int(_exchange_refine_kernel(P, cuts, 10_000))
-    cuts = np.unique(cuts)
-    code = np.empty(d.size, dtype=np.int64)
-    for g, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
-        code[order[a:b]] = g
-    return code, sweeps
 
 
 def _root(df, t: np.ndarray, a: np.ndarray, b: np.ndarray, fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
@@ -180,52 +138,59 @@ def _root(df, t: np.ndarray, a: np.ndarray, b: np.ndarray, fa: np.ndarray, fb: n
     return 0.5 * (a + b)
 
 
-# -- the method's candidates ------------------------------------------------------------
+# -- the method ---------------------------------------------------------------------------------
 
-def levelset_candidate(grid: Grid, k: int, contiguous: Candidate | None) -> Candidate:
-    act, dist = grid.act, grid.dist
-    scale = max(1.0, float(np.max(np.abs(act.df(grid.edges)))))
-    s0, c0, y0 = merge_equal_codes(*design_levelset_grid(grid, k), scale)
-    y0 = snap_constant_levels(grid, s0, c0, y0)
-    e0 = pieces_error(act, dist, grid.edges, s0, y0[c0])
-    s1, c1, y1, ref = refine_levelset(grid, y0)
-    s1, c1, y1 = merge_equal_codes(s1, c1, y1, scale)
-    y1 = snap_constant_levels(grid, s1, c1, y1)
-    e1 = pieces_error(act, dist, grid.edges, s1, y1[c1])
-    # refined only if lower beyond rounding: pieces_error is a sum of positive terms, each ~8 roundings
-    # (f', w, square, weights) and a pairwise sum (log2 n): relative error < 64 eps for n < 2^40
-    accepted = e1 <= e0 - 64 * np.finfo(float).eps * e0
-    solver = {
-        "method": "exact-monge-dp+newton (value space)",
-        "grid": int(grid.edges.size - 1),
-        "range": [float(grid.edges[0]), float(grid.edges[-1])],
-        "quadrature": f"gauss-legendre-{GL_ORDER} per cell",
-        "refinement": ref.metadata(accepted, e0),
-    }
-    best = (e1, s1, c1, y1) if accepted else (e0, s0, c0, y0)
-    if contiguous is not None and contiguous.mse < best[0]:   # contiguous tables are level-set tables too
-        solver["refinement"]["contiguous_was_better"] = True
-        return Candidate("levelset", contiguous.boundaries, contiguous.codes, contiguous.levels,
-                          contiguous.mse, {**contiguous.solver, **{"refinement": solver["refinement"]}})
-    return Candidate("levelset", best[1], best[2], best[3], best[0], solver)
+def solve(cells: Cells, bits: int, *, bins: int = DEFAULT_GRID) -> Candidate:
+    """The best table whose at most 2**bits codes may each cover several intervals.
+
+    The exact Monge DP cuts the cells by mean f' into level sets; over a grid, Newton then
+    refines the thresholds in value space (kept only if lower beyond rounding).
+    bins : over samples, the DP runs on every unique value up to max(bins, EXACT_SAMPLES) of
+        them; beyond, on EXACT_SAMPLES bins of them, followed by exact exchange refinement.
+    """
+    dp_bins = cells.dp_bins(max(bins, EXACT_SAMPLES), EXACT_SAMPLES)
+    s, codes, levels, sweeps = dp_level_sets(cells, bits, dp_bins)
+    scale = cells.df_scale
+    best = _steps(cells, s, codes, levels, scale)
+    refinement = {"sweeps": sweeps}
+    if cells.continuous:
+        s, codes, levels, ref = refine_levelset(cells, best.levels)
+        refined = _steps(cells, s, codes, levels, scale)
+        # refined only if lower beyond rounding: pieces_error is a sum of positive terms, each ~8 roundings
+        # (f', w, square, weights) and a pairwise sum (log2 n): relative error < 64 eps for n < 2^40
+        accepted = refined.mse <= best.mse - 64 * np.finfo(float).eps * best.mse
+        best, refinement = (refined if accepted else best), ref.metadata(accepted, best.mse)
+    return Candidate("levelset", *best, method_name(METHODS, cells, dp_bins), cells.describe(core=False),
+                     refinement)
 
 
-def levelset_samples_candidate(act, dist, cells: SampleCells, k: int, n: int) -> Candidate:
-    code, sweeps = design_levelset_samples(cells.d, cells.weight, k, n)
-    change = np.flatnonzero(code[1:] != code[:-1])
-    s = cells.split_points()[change]
-    codes, _ = compact_codes(code[np.concatenate([[0], change + 1])])
-    levels, mse = sample_levels_error(cells, s, codes)
-    scale = max(1.0, float(np.max(np.abs(levels))))
-    if np.any(np.diff(np.sort(levels)) <= 1e-13 * scale):     # a value split among codes by rounding
-        s, codes, _ = merge_equal_codes(s, codes, levels, scale)
-        levels, mse = sample_levels_error(cells, s, codes)
-    solver = {"method": "exact-monge-dp over unique sample derivatives" if sweeps == 0 else
-              "monge-dp over value bins + exact exchange refinement",
-              "unique_samples": int(cells.values.size),
-              "range": [float(cells.values[0]), float(cells.values[-1])],
-              "refinement": {"sweeps": sweeps}}
-    return Candidate("levelset", s, codes, levels, mse, solver)
+def dp_level_sets(cells: Cells, bits: int, dp_bins: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The DP's level sets, before merging and refinement: boundaries, the code of each interval,
+    the level of each code (the mean f' of its cells; 0 without weight), and the exchange sweeps.
+
+    Run j of the cells by value is code j; weightless cells join their left neighbour's code.
+    """
+    order, P = cells.by_value()
+    cuts, sweeps = optimal_runs(P, bits, monge=True, bins=dp_bins)
+    group = np.full(cells.size, -1, dtype=np.int64)
+    for g, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+        group[order[a:b]] = g
+    live = np.flatnonzero(group >= 0)
+    for c in np.flatnonzero(group < 0):
+        group[c] = group[c - 1] if c > 0 else group[live[0]]
+    change = np.flatnonzero(group[1:] != group[:-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        levels = np.diff(P[1, cuts]) / np.diff(P[0, cuts])
+    levels = np.where(np.isfinite(levels), levels, 0.0)
+    return cells.edge_points(change + 1), group[np.concatenate([[0], change + 1])], levels, sweeps
+
+
+def _steps(cells: Cells, s, codes, levels, scale: float) -> Steps:
+    """The table with codes renumbered by level and those whose levels agree to 1e-13·scale merged
+    (a value split among codes by rounding), its levels settled by the cells."""
+    s, codes, levels = merge_equal_codes(s, codes, cells.levels_for(s, codes, levels), scale)
+    return Steps(s, codes, *cells.settle(s, codes, levels))
 
 
 def merge_equal_codes(s: np.ndarray, codes: np.ndarray, levels: np.ndarray, scale: float

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._jit import kernel
-from .discretize import levels_of
+from .cells import levels_of
 
 MAX_ITER = 60
 TOL = 1e-14

@@ -4,6 +4,9 @@ import itertools
 
 import numpy as np
 
+from fewbit_design.activations import get_activation
+from fewbit_design.distributions import parse_distribution
+
 
 def run_cost(v, w, a, b):
     """Weighted variance (times mass) of values v[a:b] with weights w[a:b]."""
@@ -43,3 +46,15 @@ def prefix(v, w):
     P = np.zeros((3, len(v) + 1))
     np.cumsum(np.stack([w, w * v, w * v * v]), axis=1, out=P[:, 1:])
     return P
+
+
+def midpoint_residuals(t):
+    """G = f'(s) − (level left + level right)/2 at every boundary with w(s) > 0, off the jumps of f'."""
+    act = get_activation(t.activation, t.params)
+    dist = parse_distribution(f"{t.distribution}:{','.join(repr(float(v)) for v in t.dist_params.values())}")
+    s = t.boundaries
+    y = t.levels[t.codes]
+    keep = dist.pdf(s) > 0
+    for j in act.jumps:
+        keep &= np.abs(s - j) > 1e-12 * max(1.0, abs(j))
+    return (act.df(s) - 0.5 * (y[:-1] + y[1:]))[keep]

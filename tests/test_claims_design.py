@@ -21,6 +21,8 @@ from fewbit_design.check import check_table
 from fewbit_design.designer import design, evaluate
 from fewbit_design.distributions import parse_distribution
 
+from naive import midpoint_residuals
+
 ALL = list(REGISTRY)
 WEIGHTS = ["normal:0,1", "normal:2,0.5", "uniform:-1,3", "logistic:1,2", "t:1", "normal:0,0.01", "laplace:0,1"]
 
@@ -28,18 +30,6 @@ WEIGHTS = ["normal:0,1", "normal:2,0.5", "uniform:-1,3", "logistic:1,2", "t:1", 
 @functools.lru_cache(maxsize=None)
 def table(name, bits, partition, dist="normal:0,1"):
     return design(name, bits, partition=partition, distribution=dist)
-
-
-def midpoint_residuals(t):
-    """G = f'(s) − (level left + level right)/2 at every boundary with w(s) > 0, off the jumps of f'."""
-    act = get_activation(t.activation, t.params)
-    dist = parse_distribution(f"{t.distribution}:{','.join(repr(float(v)) for v in t.dist_params.values())}")
-    s = t.boundaries
-    y = t.levels[t.codes]
-    keep = dist.pdf(s) > 0
-    for j in act.jumps:
-        keep &= np.abs(s - j) > 1e-12 * max(1.0, abs(j))
-    return (act.df(s) - 0.5 * (y[:-1] + y[1:]))[keep]
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -15,12 +15,10 @@ from scipy import integrate, optimize
 
 from fewbit_design import levelset
 from fewbit_design.activations import get_activation
-from fewbit_design.contiguous import Candidate
 from fewbit_design.designer import design
-from fewbit_design.discretize import make_grid, make_sample_cells
+from fewbit_design.cells import SampleCells, make_grid, make_sample_cells
 from fewbit_design.distributions import parse_distribution, samples_from_array
-from fewbit_design.levelset import (LevelSetProblem, _root, compact_codes, design_levelset_samples,
-                                    levelset_candidate, levelset_samples_candidate, merge_equal_codes)
+from fewbit_design.levelset import LevelSetProblem, _root, compact_codes, merge_equal_codes, solve
 
 NORMAL = parse_distribution("normal:0,1")
 phi = lambda x: np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
@@ -226,44 +224,28 @@ def test_merge_equal_codes():
 
 # -- the candidates ---------------------------------------------------------------------------
 
-def test_levelset_candidate_solver_notes():
+def test_levelset_solve_records_how_it_solved():
     g = make_grid(get_activation("tanh"), NORMAL, 256)
-    c = levelset_candidate(g, 4, None)
+    c = solve(g, 2)
     assert c.partition == "levelset"
-    assert c.solver["method"] == "exact-monge-dp+newton (value space)"
-    assert c.solver["grid"] == g.edges.size - 1 and c.solver["range"] == [float(g.edges[0]), float(g.edges[-1])]
-    assert c.solver["quadrature"] == "gauss-legendre-8 per cell"
-    ref = c.solver["refinement"]
+    assert c.method == "exact-monge-dp+newton (value space)"
+    assert c.cells == {"grid": g.edges.size - 1, "range": [float(g.edges[0]), float(g.edges[-1])],
+                       "quadrature": "gauss-legendre-8 per cell"}
+    ref = c.refinement
     assert ref["accepted"] is True and ref["free_points"] == 3 and ref["residual"] <= 1e-12
-    assert ref["grid_mse"] > c.mse and "contiguous_was_better" not in ref
+    assert ref["grid_mse"] > c.mse
     # levels are the conditional means over their level sets, and the stored error is exact
     y = c.levels[c.codes]
     assert np.abs(g.act.df(c.boundaries) - 0.5 * (y[:-1] + y[1:])).max() <= 1e-12
     assert c.levels.size == 4 and sorted(set(c.codes.tolist())) == [0, 1, 2, 3]
 
 
-def test_levelset_candidate_returns_a_better_contiguous_table():
-    g = make_grid(get_activation("tanh"), NORMAL, 256)
-    own = levelset_candidate(g, 4, None)
-    better = Candidate("contiguous", np.array([0.0]), np.array([0, 1]), np.array([0.3, 0.7]), own.mse / 2,
-                       {"method": "exact-dp+newton", "grid": 1, "refinement": {"accepted": True}})
-    c = levelset_candidate(g, 4, better)
-    assert c.partition == "levelset" and c.mse == own.mse / 2 and c.boundaries is better.boundaries
-    assert c.codes is better.codes and c.levels is better.levels
-    assert c.solver["method"] == "exact-dp+newton" and c.solver["grid"] == 1
-    assert c.solver["refinement"] == {**own.solver["refinement"], "contiguous_was_better": True}
-    worse = Candidate("contiguous", better.boundaries, better.codes, better.levels, own.mse, better.solver)
-    c = levelset_candidate(g, 4, worse)                  # a tie keeps the level-set table
-    assert c.solver["method"] == "exact-monge-dp+newton (value space)" and c.boundaries is not better.boundaries
-    assert "contiguous_was_better" not in c.solver["refinement"]
-
-
-def test_levelset_candidate_keeps_the_grid_table_when_refinement_does_not_help():
+def test_levelset_solve_keeps_the_grid_table_when_refinement_does_not_help():
     # gelu at 1 bit: Newton has nothing to do (iterations 0) and its error is not lower
     # by rounding; the grid's table is kept, and the notes say so
     g = make_grid(get_activation("gelu"), NORMAL, 256)
-    c = levelset_candidate(g, 2, None)
-    ref = c.solver["refinement"]
+    c = solve(g, 1)
+    ref = c.refinement
     assert ref["iterations"] == 0 and ref["accepted"] is False
     assert c.mse == ref["grid_mse"]
 
@@ -277,14 +259,14 @@ def test_clipped_levelsets_are_exact_with_merged_codes(name):
         assert sorted(t.levels.tolist()) == [0.0, float(get_activation(name).df(np.array([0.5]))[0])]
 
 
-def test_samples_candidate_against_direct_sums():
+def test_samples_solve_against_direct_sums():
     rng = np.random.default_rng(3)
     x = rng.normal(size=300)
     act = get_activation("gelu")
     cells = make_sample_cells(act, x)
-    c = levelset_samples_candidate(act, None, cells, 4, 64)
-    assert c.solver == {"method": "exact-monge-dp over unique sample derivatives", "unique_samples": 300,
-                        "range": [float(x.min()), float(x.max())], "refinement": {"sweeps": 0}}
+    c = solve(cells, 2, bins=64)
+    assert (c.method, c.refinement) == ("exact-monge-dp over unique sample derivatives", {"sweeps": 0})
+    assert c.cells == {"unique_samples": 300, "range": [float(x.min()), float(x.max())]}
     q = c.levels[c.codes][np.searchsorted(c.boundaries, x, side="right")]
     assert c.mse == pytest.approx(np.mean((act.df(x) - q) ** 2), rel=1e-12)
     for code in range(c.levels.size):           # every level is the mean of its samples
@@ -293,23 +275,27 @@ def test_samples_candidate_against_direct_sums():
     assert np.all(np.abs(act.df(x) - q) <= np.min(np.abs(act.df(x)[:, None] - c.levels[None, :]), axis=1) + 1e-12)
 
 
-def test_samples_candidate_on_bins_says_so(monkeypatch):
+def test_samples_solve_on_bins_says_so(monkeypatch):
     monkeypatch.setattr(levelset, "EXACT_SAMPLES", 64)
     x = np.random.default_rng(4).normal(size=500)
     act = get_activation("tanh")
-    c = levelset_samples_candidate(act, None, make_sample_cells(act, x), 4, 64)
-    assert c.solver["method"] == "monge-dp over value bins + exact exchange refinement"
-    assert c.solver["refinement"]["sweeps"] >= 1 and c.solver["unique_samples"] == 500
+    c = solve(make_sample_cells(act, x), 2, bins=64)
+    assert c.method == "monge-dp over value bins + exact exchange refinement"
+    assert c.refinement["sweeps"] >= 1 and c.cells["unique_samples"] == 500
 
 
-def test_design_levelset_samples_exact_limit(monkeypatch):
-    d = np.random.default_rng(5).random(100)
-    w = np.full(100, 0.01)
+def _value_cells(d):
+    """Sample cells at 0, 1, ... with derivatives d and equal weights."""
+    return SampleCells(values=np.arange(d.size, dtype=np.float64), weight=np.full(d.size, 1 / d.size), d=d)
+
+
+def test_levelset_samples_exact_limit(monkeypatch):
+    cells = _value_cells(np.random.default_rng(5).random(100))
     monkeypatch.setattr(levelset, "EXACT_SAMPLES", 50)
-    assert design_levelset_samples(d, w, 4, 100)[1] == 0       # n covers every value: exact
-    assert design_levelset_samples(d, w, 4, 99)[1] >= 1        # beyond: bins + exchange
+    assert solve(cells, 2, bins=100).refinement["sweeps"] == 0       # bins covers every value: exact
+    assert solve(cells, 2, bins=99).refinement["sweeps"] >= 1        # beyond: bins + exchange
     monkeypatch.setattr(levelset, "EXACT_SAMPLES", 100)
-    assert design_levelset_samples(d, w, 4, 10)[1] == 0
+    assert solve(cells, 2, bins=10).refinement["sweeps"] == 0
 
 
 def test_samples_with_a_value_split_by_rounding_get_one_code():
@@ -329,7 +315,7 @@ def test_grid_stage_puts_weightless_cells_with_their_neighbour(name, params, bit
     g = make_grid(get_activation(name, params), NORMAL, 64)
     m0 = np.diff(g.cum[0])
     assert (m0 <= 0).sum() > 0                          # the case this is about
-    s, codes, levels = levelset.design_levelset_grid(g, 2 ** bits)
+    s, codes, levels, _ = levelset.dp_level_sets(g, bits)
     i = np.searchsorted(g.edges, s)                      # boundary s = edges[i]
     assert np.array_equal(g.edges[i], s)
     assert np.all(m0[i - 1] > 0) and np.all(m0[i] > 0), (s, m0[i - 1], m0[i])
@@ -338,7 +324,7 @@ def test_grid_stage_puts_weightless_cells_with_their_neighbour(name, params, bit
 
 def test_refine_levelset_starts_at_the_midpoints_of_the_levels():
     g = make_grid(get_activation("gelu"), NORMAL, 256)
-    s, codes, y, ref = levelset.refine_levelset(g, levelset.design_levelset_grid(g, 8)[2])
+    s, codes, y, ref = levelset.refine_levelset(g, levelset.dp_level_sets(g, 3)[2])
     assert ref.iterations >= 2 and ref.residual <= 1e-12
     again = levelset.refine_levelset(g, y)              # from the optimum: nothing left to do
     assert again[3].iterations <= 1 and np.allclose(again[0], s, rtol=0, atol=1e-12)
@@ -346,17 +332,17 @@ def test_refine_levelset_starts_at_the_midpoints_of_the_levels():
 
 
 def test_binned_samples_path_uses_exact_samples_plus_one_bin_edges(monkeypatch):
+    from fewbit_design import dp
     seen = []
-    real = levelset.kmeans_segment
+    real = dp.kmeans_segment
 
     def spy(P, k):
         seen.append(P.shape[1])
         return real(P, k)
 
-    monkeypatch.setattr(levelset, "kmeans_segment", spy)
+    monkeypatch.setattr(dp, "kmeans_segment", spy)
     monkeypatch.setattr(levelset, "EXACT_SAMPLES", 64)
-    d = np.random.default_rng(7).random(500)
-    design_levelset_samples(d, np.full(500, 1 / 500), 4, 16)
+    solve(_value_cells(np.random.default_rng(7).random(500)), 2, bins=16)
     assert seen == [65]                          # 64 bins: 65 prefix columns, not 500
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fewbit_design import discretize
+from fewbit_design import cells
 from fewbit_design.activations import get_activation
 from fewbit_design.cli import main
 from fewbit_design.designer import design
@@ -41,7 +41,7 @@ def test_grid_covers_the_quantiles_and_aligns_to_kinks_and_extrema():
     # "aligned to the kinks of f' and of w and to the extrema of f'", 8-point Gauss-Legendre
     dist = parse_distribution("laplace:0.5,1")
     act = get_activation("gelu")
-    g = discretize.make_grid(act, dist, 256)
+    g = cells.make_grid(act, dist, 256)
     lo, hi = dist.quantile_range(1e-13)
     assert g.core_edges[0] == lo and g.core_edges[-1] == hi
     far = dist.quantile_range(1e-300)
@@ -50,9 +50,9 @@ def test_grid_covers_the_quantiles_and_aligns_to_kinks_and_extrema():
     x = np.linspace(-3, 0, 300001)
     xmin = x[np.argmin(act.df(x))]                                     # GELU' has its minimum near -0.75
     assert np.min(np.abs(g.edges - xmin)) < 1e-4
-    relu = discretize.make_grid(get_activation("relu6"), parse_distribution("normal"), 64)
+    relu = cells.make_grid(get_activation("relu6"), parse_distribution("normal"), 64)
     assert 0.0 in relu.edges and 6.0 in relu.edges
-    assert discretize.GL_ORDER == 8 and design("gelu", 2).solver["quadrature"] == "gauss-legendre-8 per cell"
+    assert cells.GL_ORDER == 8 and design("gelu", 2).solver["quadrature"] == "gauss-legendre-8 per cell"
 
 
 def test_auto_keeps_contiguous_on_a_tie():

@@ -19,10 +19,10 @@ from fewbit_design import refine
 from fewbit_design.activations import REGISTRY, get_activation
 from fewbit_design.contiguous import ContiguousProblem
 from fewbit_design.designer import design
-from fewbit_design.discretize import make_grid
+from fewbit_design.cells import make_grid
 from fewbit_design.distributions import parse_distribution
 from fewbit_design.dp import segment
-from fewbit_design.levelset import LevelSetProblem, design_levelset_grid
+from fewbit_design.levelset import LevelSetProblem, dp_level_sets
 from fewbit_design.refine import (Refinement, _descent_step, _jacobian, _maxabs, _newton_step, _noise,
                                   _objective, _state, _tridiagonal_solve, refine_or_keep, refine_points)
 
@@ -65,13 +65,13 @@ def grid_of(name, n=512):
 
 def contiguous_start(name, k):
     g = grid_of(name)
-    cuts = np.unique(segment(g.core_prefix(), k))
+    cuts = np.unique(segment(g.prefix(), k))
     return ContiguousProblem(g), g.core_edges[cuts[1:-1]]
 
 
-def levelset_start(name, k):
+def levelset_start(name, bits):
     g = grid_of(name)
-    _, _, y = design_levelset_grid(g, k)
+    _, _, y, _ = dp_level_sets(g, bits)
     y = np.unique(y)
     return LevelSetProblem(g), 0.5 * (y[:-1] + y[1:])
 
@@ -94,7 +94,7 @@ def fd_jacobian(problem, s, h):
 PROBLEMS = {
     "exp": lambda: (ExpProblem(), np.array([0.2, 0.45, 0.6, 0.85])),
     "tanh-contiguous": lambda: contiguous_start("tanh", 8),
-    "gelu-levelset": lambda: levelset_start("gelu", 8),
+    "gelu-levelset": lambda: levelset_start("gelu", 3),
 }
 
 
@@ -396,12 +396,12 @@ def test_gelu_8bit_levelset_stationary_point_is_a_saddle():
     raises E within E's ulps or not) depends on how numpy's exp/erf round, i.e. on the CPU."""
     from scipy.linalg import eigh_tridiagonal
 
-    from fewbit_design.discretize import levels_of, pieces_error
+    from fewbit_design.cells import levels_of, pieces_error
 
     act = get_activation("gelu")
     g = make_grid(act, NORMAL, 512)
     P = LevelSetProblem(g)
-    y = np.unique(design_levelset_grid(g, 256)[2])
+    y = np.unique(dp_level_sets(g, 8)[2])
     t = refine_points(P, 0.5 * (y[:-1] + y[1:])).points
     for _ in range(8):                                   # plain Newton to G = 0 (3 steps on AVX2)
         st = _state(P, t)

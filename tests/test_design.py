@@ -9,23 +9,10 @@ from fewbit_design.designer import design, evaluate
 from fewbit_design.distributions import parse_distribution, samples_from_array
 from fewbit_design.errors import FewbitError
 
-from naive import brute_force_segmentation
+from naive import brute_force_segmentation, midpoint_residuals
 
 ALL = list(REGISTRY)
 MAIN = ["gelu", "silu", "tanh", "sigmoid"]
-
-
-def midpoint_residuals(table):
-    """f'(s) - (level left + level right)/2 at boundaries with w(s) > 0 and f' continuous."""
-    act = get_activation(table.activation, table.params)
-    dist = parse_distribution(f"{table.distribution}:{','.join(repr(float(v)) for v in table.dist_params.values())}")
-    s = table.boundaries
-    y = table.levels[table.codes]
-    keep = dist.pdf(s) > 0
-    for j in act.jumps:
-        keep &= np.abs(s - j) > 1e-12 * max(1.0, abs(j))
-    r = act.df(s) - 0.5 * (y[:-1] + y[1:])
-    return r[keep]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -133,6 +120,25 @@ def test_levelset_is_never_worse_than_contiguous(name):
         assert ls.mse <= c.mse * (1 + 1e-9) + 1e-300, (name, bits, ls.mse, c.mse)
         assert t.mse == min(ls.mse, c.mse) or t.mse == pytest.approx(min(ls.mse, c.mse), rel=1e-12)
         assert other
+
+
+def test_auto_counts_a_better_contiguous_table_as_a_levelset_table():
+    """A contiguous table is a level-set table too: auto records the level-set error as at most
+    the contiguous one, and keeps contiguous on a tie to rounding (1e-12 relative)."""
+    from fewbit_design.candidate import Candidate
+    from fewbit_design.designer import _choose
+
+    def cand(partition, mse):
+        return Candidate(partition, np.array([0.0]), np.array([0, 1]), np.array([0.0, 1.0]), mse, "", {}, {})
+
+    cont = cand("contiguous", 1.0)
+    for ls_mse, best, recorded in [(2.0, "contiguous", {"levelset": 0.1}), (0.5, "levelset", {"contiguous": 0.1}),
+                                   (1.0 - 1e-13, "contiguous", {"levelset": (1.0 - 1e-13) / 10}),
+                                   (1.0 - 1e-11, "levelset", {"contiguous": 0.1})]:
+        found = {"contiguous": cont, "levelset": cand("levelset", ls_mse)}
+        chosen, alternatives = _choose(found, 10.0)
+        assert (chosen.partition, alternatives) == (best, recorded), ls_mse
+    assert _choose({"levelset": found["levelset"]}, 10.0) == (found["levelset"], {})
 
 
 def assert_lloyd_max_fixed_point(t):

@@ -1,32 +1,57 @@
 """Cells step: the exact, discretised form of the objective, its moments and the error quadrature.
 
-For a parametric weight w the real line is cut into cells aligned to the kinks of f' and w;
-each cell carries S0 = ∫w, S1 = ∫w f', S2 = ∫w f'² by Gauss–Legendre. The DP sees the
+Both kinds of cells answer the one interface the methods use (`Cells`, below): prefix moments
+in x order, the cells in order of their mean f', where a cut between cells lies in x, the
+levels and the exact error of a partition, and what the solver record says about them.
+
+For a parametric weight w (`Grid`) the real line is cut into cells aligned to the kinks of f'
+and w; each cell carries S0 = ∫w, S1 = ∫w f', S2 = ∫w f'² by Gauss–Legendre. The DP sees the
 `core` cells (boundaries may only sit on their edges); the tails beyond the core are
 folded into the two outer core cells, so the objective covers the whole real line.
 `Grid.interval_moments(a, b)` integrates over any interval exactly (prefixes + partial cells),
 which is what continuous refinement and `evaluate` use.
 
-For samples the objective is the mean over the samples, weighted when they carry weights; cells
-are the unique values with the weights of equal values summed (or, when there are too many,
-bins of them) and every integral is an exact sum.
+For samples (`SampleCells`) the objective is the mean over the samples, weighted when they carry
+weights; cells are the unique values with the weights of equal values summed (or, when there are
+too many for the DP, bins of them) and every integral is an exact sum.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from ._grid_edges import extrema, merge_close, t_of, tail_edges, x_of
+from .distributions import Samples
 from .errors import FewbitError
 
+DEFAULT_GRID = 1024   # core cells of a grid; for samples, the bins when there are too many values
 GL_ORDER = 8
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(GL_ORDER)
 CORE_TAIL = 1e-13     # core range: quantiles CORE_TAIL and 1 - CORE_TAIL
 FAR_TAIL = 1e-300     # tail cells reach quantiles FAR_TAIL; the mass beyond is below double precision
 FAR_EDGE = 1e300      # no cell edge lies beyond ±FAR_EDGE
-TAIL_DT = 0.05        # spacing of tail cells in t, x = a·sinh(t) (geometric far out)
+
+
+class Cells(Protocol):
+    """What the methods ask of cells, whichever kind they are (`Grid` or `SampleCells`)."""
+
+    continuous: bool      # boundaries may leave the cut points (refine.py moves them) or not
+    total: np.ndarray     # (3,) ∫ w f'^p over everything, p = 0, 1, 2
+    size: int             # number of cells, as by_value and edge_points count them
+    df_scale: float       # max(1, |f'|) over the cells: the scale of "equal levels"
+
+    def prefix(self) -> np.ndarray: ...                  # (3, n+1) prefix moments, cells in x order
+    def cut_points(self, cuts) -> np.ndarray: ...        # x of the cuts between prefix's cells
+    def by_value(self) -> tuple[np.ndarray, np.ndarray]: ...   # cells by mean f', and their prefix
+    def edge_points(self, i) -> np.ndarray: ...          # x between cell i-1 and cell i
+    def dp_bins(self, exact_up_to: int, bins: int) -> np.ndarray | None: ...
+    def merge_equal_levels(self, s) -> np.ndarray: ...
+    def levels_for(self, s, codes, dp_levels) -> np.ndarray: ...   # the levels to merge codes by
+    def settle(self, s, codes, levels=None) -> tuple[np.ndarray, float]: ...
+    def describe(self, core: bool) -> dict: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,7 +89,7 @@ class Grid:
     def core_edges(self) -> np.ndarray:
         return self.edges[self.core]
 
-    def core_prefix(self) -> np.ndarray:
+    def prefix(self) -> np.ndarray:
         """(3, n+1) prefix moments over the core cells, tails folded into the outer cells."""
         p = self.cum[:, self.core]
         p[:, 0] = 0.0
@@ -93,6 +118,66 @@ class Grid:
             out[:, same] = _gl_moments(self.act, self.dist, a[same], b[same])
         return out
 
+    # -- the cells interface (see Cells) --
+
+    continuous = True     # the objective is an integral: boundaries move off the cell edges
+
+    @property
+    def size(self) -> int:
+        return self.edges.size - 1
+
+    @property
+    def df_scale(self) -> float:
+        return max(1.0, float(np.max(np.abs(self.act.df(self.edges)))))
+
+    def cut_points(self, cuts) -> np.ndarray:
+        return self.core_edges[cuts]
+
+    def edge_points(self, i) -> np.ndarray:
+        return self.edges[i]
+
+    def by_value(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cells with weight, ascending in their mean f' (stable), and their (3, m+1) prefix moments."""
+        m = np.diff(self.cum, axis=1)                              # (3, N) per-cell moments
+        live = np.flatnonzero(m[0] > 0)
+        order = live[np.argsort(m[1, live] / m[0, live], kind="stable")]
+        P = np.zeros((3, order.size + 1))
+        np.cumsum(m[:, order], axis=1, out=P[:, 1:])
+        return order, P
+
+    def dp_bins(self, exact_up_to: int, bins: int) -> None:
+        """None: the DP cuts every cell (the designer bounds a grid's DP work before it is made)."""
+        return None
+
+    def merge_equal_levels(self, s: np.ndarray) -> np.ndarray:
+        """Remove boundaries between intervals with equal levels or without weight, one at a time."""
+        while s.size:
+            S = interval_moments(self, s)
+            y = levels_of(S)
+            scale = max(1.0, float(np.max(np.abs(y))))
+            same = (np.abs(np.diff(y)) <= 1e-13 * scale) | (S[0, :-1] <= 0) | (S[0, 1:] <= 0)
+            if not same.any():
+                break
+            s = np.delete(s, np.flatnonzero(same)[0])
+        return s
+
+    def levels_for(self, s, codes, dp_levels: np.ndarray) -> np.ndarray:
+        """The DP's levels: its prefix sums are the quadrature's."""
+        return dp_levels
+
+    def settle(self, s, codes, levels=None) -> tuple[np.ndarray, float]:
+        """Levels (given, or the intervals' conditional means when None) snapped where f' is
+        constant, and their error by quadrature."""
+        y = levels_of(interval_moments(self, s)) if levels is None else levels
+        y = snap_constant_levels(self, s, codes, y)
+        return y, pieces_error(self.act, self.dist, self.edges, s, y[codes])
+
+    def describe(self, core: bool) -> dict:
+        """The solver record's words for the cells: all of them, or the core the contiguous DP cuts."""
+        e = self.core_edges if core else self.edges
+        return {"grid": int(e.size - 1), "range": [float(e[0]), float(e[-1])],
+                "quadrature": f"gauss-legendre-{GL_ORDER} per cell"}
+
 
 def make_grid(act, dist, n: int) -> Grid:
     """Grid with about n core cells for activation `act` under parametric weight `dist`.
@@ -116,18 +201,18 @@ def make_grid(act, dist, n: int) -> Grid:
     else:
         a = min(dist.scale, (hi - lo) / 16.0)
         c = 0.0 if abs(dist.loc) <= 16.0 * a else dist.loc
-        core = _x_of(np.linspace(_t_of(lo, c, a), _t_of(hi, c, a), n + 1), c, a)
+        core = x_of(np.linspace(t_of(lo, c, a), t_of(hi, c, a), n + 1), c, a)
     core[0], core[-1] = lo, hi
-    left = _tail_edges(lo, flo, c, a)
-    right = _tail_edges(hi, fhi, c, a)
+    left = tail_edges(lo, flo, c, a)
+    right = tail_edges(hi, fhi, c, a)
     kinks = [k for k in (*act.kinks, *dist.kinks) if flo < k < fhi]
     near0 = np.empty(0)
     if (c, a) != (0.0, 1.0):        # where the weight reaches |x| < 1e3, resolve f' as the usual grid does
         near0 = ACTIVATION_EDGES[(ACTIVATION_EDGES > flo) & (ACTIVATION_EDGES < fhi)]
     edges = np.unique(np.concatenate([left, core, right, near0, np.asarray(kinks, dtype=np.float64)]))
-    edges = _merge_close(edges, 1e-12 * np.maximum(min(a, 1.0), np.abs(edges - c)), keep=np.asarray([lo, hi, *kinks]))
+    edges = merge_close(edges, 1e-12 * np.maximum(min(a, 1.0), np.abs(edges - c)), keep=np.asarray([lo, hi, *kinks]))
     # f' is monotone inside every cell: a level f' = t crosses a cell at most once.
-    edges = np.union1d(edges, _extrema(act.df, edges, c, a))
+    edges = np.union1d(edges, extrema(act.df, edges, c, a))
     dp_edges = edges[(edges >= lo) & (edges <= hi)]
     with np.errstate(over="ignore", invalid="ignore"):     # a divergent objective is refused:
         edges = _split_inexact(act, dist, edges)
@@ -213,67 +298,6 @@ def _split_inexact(act, dist, edges: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(done))
 
 
-def _tail_edges(start: float, end: float, c: float = 0.0, a: float = 1.0) -> np.ndarray:
-    """Edges from start outward to end, spaced TAIL_DT in t = asinh((x - c) / a)."""
-    if end == start:
-        return np.empty(0)
-    if (c, a) == (0.0, 1.0):
-        ts, te = np.arcsinh(start), np.arcsinh(end)
-        k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
-        e = np.sinh(np.linspace(ts, te, k + 1))
-    else:
-        ts, te = _t_of(start, c, a), _t_of(end, c, a)
-        k = max(1, int(np.ceil(abs(te - ts) / TAIL_DT)))
-        e = _x_of(np.linspace(ts, te, k + 1), c, a)
-    e[-1] = end
-    return e
-
-
-def _t_of(x: float, c: float, a: float) -> float:
-    """asinh((x - c) / a), also where (x - c) / a overflows (there it is log(2|x - c| / a))."""
-    d = x - c
-    if abs(d) <= 1e300 * a:
-        return float(np.arcsinh(d / a))
-    return math.copysign(math.log(2.0) + math.log(abs(d)) - math.log(a), d)
-
-
-def _x_of(t: np.ndarray, c: float, a: float) -> np.ndarray:
-    """c + a·sinh(t), also where sinh(t) overflows and a is small."""
-    big = np.abs(t) > 700.0
-    with np.errstate(over="ignore"):
-        small = c + a * np.sinh(np.where(big, 0.0, t))
-        large = c + np.sign(t) * np.exp(np.abs(t) + math.log(a) - math.log(2.0))
-    return np.where(big, large, small)
-
-
-def _extrema(df, edges: np.ndarray, c: float = 0.0, unit: float = 1.0) -> np.ndarray:
-    """Interior local extrema of f', located by golden-section search."""
-    fe = df(edges)
-    d = np.sign(np.diff(fe))
-    i = np.flatnonzero((d[:-1] * d[1:]) < 0) + 1            # edges[i] is near an extremum
-    if i.size == 0:
-        return i.astype(np.float64)
-    sign = d[i - 1]                                          # +1: maximum, -1: minimum
-    a, b = edges[i - 1].copy(), edges[i + 1].copy()
-    r = 0.5 * (np.sqrt(5.0) - 1.0)
-    m = a.size
-    for _ in range(40):     # bracket shrinks to 4e-9 of a cell: f' is monotone beyond 1e-20
-        c, e = b - r * (b - a), a + r * (b - a)
-        fc_fe = sign * df(np.concatenate([c, e])).reshape(2, m)
-        left = fc_fe[0] > fc_fe[1]
-        a, b = np.where(left, a, c), np.where(left, e, b)
-    x = 0.5 * (a + b)
-    ok = (x > edges[i - 1]) & (x < edges[i + 1]) & (np.abs(x - edges[i]) > 1e-12 * np.maximum(min(unit, 1.0), np.abs(x - c)))
-    return x[ok]
-
-
-def _merge_close(edges: np.ndarray, tol: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Drop edges closer than tol to their left neighbour, never dropping `keep`."""
-    close = np.concatenate([[False], np.diff(edges) < tol[1:]])
-    close &= ~np.isin(edges, keep)
-    return edges[~close]
-
-
 def _gl_moments(act, dist, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(3, len(a)) Gauss–Legendre ∫_a^b w f'^p for p = 0, 1, 2 (a, b inside one smooth cell)."""
     a = np.asarray(a, dtype=np.float64)
@@ -299,7 +323,6 @@ def levels_of(S):
         return np.where(S[0] > 0, S[1] / S[0], 0.0)
 
 
-
 def snap_constant_levels(grid, s, codes, y):
     """Where f' is constant over all of a code's x, its level is that constant exactly.
 
@@ -317,12 +340,6 @@ def snap_constant_levels(grid, s, codes, y):
         if v.size and v.min() == v.max() and abs(y[c] - v[0]) <= 1e-12 * max(1.0, abs(v[0])):
             y[c] = v[0]
     return y
-
-
-def segments_error(grid, s):
-    """Levels (conditional means) of the intervals cut at s, and the exact error."""
-    y = snap_constant_levels(grid, s, np.arange(s.size + 1), levels_of(interval_moments(grid, s)))
-    return y, pieces_error(grid.act, grid.dist, grid.edges, s, y)
 
 
 def pieces_error(act, dist, edges, s, q_by_interval):
@@ -392,6 +409,54 @@ class SampleCells:
             gap = v[1:] - v[:-1]            # overflows only between values of opposite sign near ±max
         return np.where(np.isfinite(gap), v[:-1] + 0.5 * gap, 0.5 * v[:-1] + 0.5 * v[1:])
 
+    # -- the cells interface (see Cells) --
+
+    continuous = False    # boundaries sit between samples; the DP's exchange refinement is exact
+
+    @property
+    def size(self) -> int:
+        return self.values.size
+
+    @property
+    def df_scale(self) -> float:
+        return max(1.0, float(np.max(np.abs(self.d))))
+
+    def cut_points(self, cuts) -> np.ndarray:
+        return self.split_points()[cuts - 1]
+
+    edge_points = cut_points      # the cells in x order are the cells by_value reorders
+
+    def by_value(self) -> tuple[np.ndarray, np.ndarray]:
+        """Values ascending in f' (stable), and their (3, N+1) prefix moments."""
+        order = np.argsort(self.d, kind="stable")
+        w, d = self.weight[order], self.d[order]
+        wd = w * d
+        P = np.zeros((3, d.size + 1))
+        np.cumsum(np.stack([w, wd, wd * d]), axis=1, out=P[:, 1:])
+        return order, P
+
+    def dp_bins(self, exact_up_to: int, bins: int) -> np.ndarray | None:
+        """None (the DP cuts every value) up to exact_up_to values; beyond, `bins` near-equal bins."""
+        return None if self.size <= exact_up_to else bin_edges(self.size, bins)
+
+    def merge_equal_levels(self, s: np.ndarray) -> np.ndarray:
+        """Remove the boundaries between intervals whose levels agree to rounding, all at once."""
+        levels, _ = sample_levels_error(self, s, np.arange(s.size + 1))
+        same = np.abs(np.diff(levels)) <= 1e-13 * max(1.0, float(np.max(np.abs(levels))))
+        return s[~same] if same.any() else s    # rounding in the prefix sums splits a constant f' "for free"
+
+    def levels_for(self, s, codes, dp_levels: np.ndarray) -> np.ndarray:
+        """Each code's weighted mean f', summed anew: prefix sums over many samples lose digits."""
+        return sample_levels_error(self, s, codes)[0]
+
+    def settle(self, s, codes, levels=None) -> tuple[np.ndarray, float]:
+        """Levels (each code's weighted mean f'; exact sums, so `levels` is not needed) and the error."""
+        return sample_levels_error(self, s, codes)
+
+    def describe(self, core: bool) -> dict:
+        """The solver record's words for the cells (the same for both methods)."""
+        return {"unique_samples": int(self.size), "range": [float(self.values[0]), float(self.values[-1])]}
+
 
 def make_sample_cells(act, values: np.ndarray, weights: np.ndarray | None = None) -> SampleCells:
     """Cells at the unique values; a value's weight is its count (or its weights summed)."""
@@ -405,6 +470,13 @@ def make_sample_cells(act, values: np.ndarray, weights: np.ndarray | None = None
         raise FewbitError(f"{act.name}: f'(x)² overflows at the sample x = {u[bad][0]:.6g}: "
                           "the objective is infinite; scale the inputs down")
     return SampleCells(values=u, weight=w / w.sum(), d=d)
+
+
+def make_cells(act, dist, n: int = DEFAULT_GRID) -> Cells:
+    """The cells of the objective: a grid of about n core cells, or the samples' unique values."""
+    if isinstance(dist, Samples):
+        return make_sample_cells(act, dist.values, dist.weights)
+    return make_grid(act, dist, n)
 
 
 def bin_edges(n_values: int, n_bins: int) -> np.ndarray:
