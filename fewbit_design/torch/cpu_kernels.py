@@ -395,7 +395,6 @@ def _claim(typingctx, address, i):
     return types.int64(address, i), codegen
 
 
-
 @numba.njit(inline="always")
 def _scratch(at):
     """The Scratch in the slot at address `at`."""
@@ -408,6 +407,9 @@ def _scratch(at):
 def _share(blocks, count, s):
     """(first, end) blocks of share s of count: torch's parallel_for split, contiguous, in order."""
     return blocks * s // count, blocks * (s + 1) // count
+
+
+_RECORD = _BLOCK_KERNEL = _LIKE = None   # _launch's three names, bound per cfunc by _cfunc_source
 
 
 def _launch(data):
