@@ -10,7 +10,6 @@ No torch here: `fewbit_design.torch.calibrate` records the data, the CLI reads i
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Mapping
@@ -23,9 +22,8 @@ from .activations import get_activation
 from .cells import samples_error
 from .distributions import samples_from_array
 from .errors import FewbitError
+from .runtime_tables import default_table
 from .table import BITS, Table, check_bits
-
-DEFAULT_DISTRIBUTION = "normal:0,1"      # what the uncalibrated (default) tables assume
 
 
 @dataclass(frozen=True)
@@ -157,17 +155,6 @@ class Calibration(Mapping):
 
 # -- design ---------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _default_table(activation: str, bits: int, params: tuple) -> Table:
-    """The shipped table for normal:0,1 (designed when none is shipped): what convert uses."""
-    from .designer import design
-    from .shipped import shipped_table
-
-    p = dict(params)
-    return (shipped_table(activation, bits, params=p, distribution=DEFAULT_DISTRIBUTION)
-            or design(activation, bits, distribution=DEFAULT_DISTRIBUTION, params=p))
-
-
 def check_budget(budget_bits) -> float:
     if isinstance(budget_bits, bool) or not isinstance(budget_bits, (int, float, np.integer, np.floating)):
         raise FewbitError(f"budget_bits must be a number in [1, 8], got {budget_bits!r}")
@@ -225,7 +212,7 @@ def _calibrate_one(name, data: LayerData, bits, partition, grid) -> LayerCalibra
         raise FewbitError(f"{name}: {bad} of {values.size} activation inputs are NaN or infinite")
     samples = samples_from_array(values, weights=data.weights, source=name)
     table = design(act, bits, distribution=samples, partition=partition, grid=grid)
-    default = _default_table(act.name, bits, tuple(sorted(act.params.items())))
+    default = default_table(act.name, bits, act.params)   # what convert uses
     d_mse, denom = samples_error(act, samples, default.boundaries, default.levels[default.codes])
     mse = table.mse
     kept_default = mse > d_mse

@@ -15,7 +15,7 @@ import jax.numpy as jnp  # noqa: E402
 import fewbit_design as fd  # noqa: E402
 from fewbit_design.activations import REGISTRY  # noqa: E402
 from fewbit_design.jax import JAX_FORWARD, fewbit_activation, packed_nbytes  # noqa: E402
-from fewbit_design.jax.tables import _round_up_f32  # noqa: E402
+from fewbit_design.runtime_tables import round_up_f32  # noqa: E402
 from fewbit_design.table import Table  # noqa: E402
 from fewbit_design.torch import fewbit_activation as torch_fewbit  # noqa: E402
 
@@ -32,7 +32,7 @@ def probe_inputs(table, n=1023, seed=0):
     """(n,) float32: every boundary (rounded up to float32) and the float32 just below it, the
     special values, then normal samples; shuffled."""
     rng = np.random.default_rng(seed)
-    b32 = _round_up_f32(table.boundaries)
+    b32 = round_up_f32(table.boundaries)
     probes = np.concatenate([b32, np.nextafter(b32, np.float32(-np.inf)), SPECIAL])
     rest = (rng.standard_normal(max(n - probes.size, 0)) * 3).astype(np.float32)
     x = np.concatenate([probes, rest])

@@ -16,15 +16,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("numba")
 
 from fewbit_design.table import Table  # noqa: E402
-from fewbit_design.torch import cpu, default_table, fewbit_activation, functional  # noqa: E402
+from fewbit_design.torch import cpu, cpu_kernels, cpu_team, default_table, fewbit_activation, functional  # noqa: E402
 from fewbit_design.torch.reference import encode as reference_encode  # noqa: E402
 from fewbit_design.torch.packing import pack_codes, unpack_codes  # noqa: E402
 from fewbit_design.torch.tables import table_constants  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-BLOCK = cpu._BLOCK
+BLOCK = cpu_kernels._BLOCK
 # tails of every kind: single elements, bytes, blocks; the last one is split over threads
-LENGTHS = [1, 7, 8, 9, BLOCK - 1, BLOCK + 9, 3 * BLOCK + 5, cpu._PARALLEL_MIN + 8 * BLOCK + 3]
+LENGTHS = [1, 7, 8, 9, BLOCK - 1, BLOCK + 9, 3 * BLOCK + 5, cpu_team._PARALLEL_MIN + 8 * BLOCK + 3]
 
 
 def _table(bits, codes, bounds, partition, levels=None):
@@ -65,14 +65,14 @@ def test_large_tensors_run_on_torchs_openmp_team_and_match_one_thread(monkeypatc
     torch's own runtime with torch.get_num_threads() threads, each coding its share of the
     blocks; the bytes and gradients equal those of the calling thread working alone, and of
     the torch path (uneven shares: 40 blocks and a tail over 2 and 3 threads)."""
-    team = cpu._team()
+    team = cpu_team._team()
     if team is None:
         pytest.skip("torch does not run on an OpenMP runtime here: every launch is one thread")
     table = levelset_table(4)
     c = table_constants(table, "cpu")
     x = probe(table, torch.float32, 40 * BLOCK + 3)
     calls = []
-    monkeypatch.setattr(cpu, "_TEAM", [(lambda *args: (calls.append(args[2:]), team[0](*args))[1], *team[1:])])
+    monkeypatch.setattr(cpu_team, "_TEAM", [(lambda *args: (calls.append(args[2:]), team[0](*args))[1], *team[1:])])
     old = torch.get_num_threads()
     results = []
     try:
@@ -85,7 +85,7 @@ def test_large_tensors_run_on_torchs_openmp_team_and_match_one_thread(monkeypatc
     assert calls == [(2, 0), (2, 0), (3, 0), (3, 0)]
     (packed, grad), (packed3, grad3) = results
     assert torch.equal(packed3, packed) and torch.equal(grad3.view(torch.int32), grad.view(torch.int32))
-    monkeypatch.setattr(cpu, "_TEAM", [None])                    # the calling thread alone
+    monkeypatch.setattr(cpu_team, "_TEAM", [None])                    # the calling thread alone
     assert torch.equal(cpu.encode(x, c.bounds32, c.code_map, 4), packed)
     assert torch.equal(cpu.decode(packed, x, c.levels, 4).view(torch.int32), grad.view(torch.int32))
     want_packed, want_grad = reference(x, x, c, 4)
@@ -96,7 +96,7 @@ def test_large_tensors_run_on_torchs_openmp_team_and_match_one_thread(monkeypatc
 def test_the_team_is_the_runtime_torch_was_linked_with():
     """_find_team picks the OpenMP runtime mapped from torch's own lib folder (pip wheels ship
     one), not another one (numba's omppool brings the system's libgomp)."""
-    team = cpu._team()
+    team = cpu_team._team()
     if team is None:
         pytest.skip("torch does not run on an OpenMP runtime here")
     with open("/proc/self/maps") as maps:
@@ -250,7 +250,7 @@ def test_two_threads_give_the_same_bytes():
     threads) give what one thread gives."""
     table = levelset_table(3)
     c = table_constants(table, "cpu")
-    inputs = [probe(table, torch.float32, cpu._PARALLEL_MIN * 2 + 5, seed=s) for s in (0, 1)]
+    inputs = [probe(table, torch.float32, cpu_team._PARALLEL_MIN * 2 + 5, seed=s) for s in (0, 1)]
     want = [(cpu.encode(x, c.bounds32, c.code_map, 3), cpu.decode(cpu.encode(x, c.bounds32, c.code_map, 3),
                                                                    x, c.levels, 3)) for x in inputs]
     start, errors = threading.Barrier(2), []
@@ -291,9 +291,9 @@ def test_a_failing_numba_falls_back_to_the_torch_path(monkeypatch):
     def broken(*args):
         raise RuntimeError("no compiler")
 
-    monkeypatch.setattr(cpu, "_make_cfunc", broken)
-    monkeypatch.setattr(cpu, "_WORKERS", {})
-    monkeypatch.setattr(cpu, "_BROKEN", [])
+    monkeypatch.setattr(cpu_team, "_make_cfunc", broken)
+    monkeypatch.setattr(cpu_team, "_WORKERS", {})
+    monkeypatch.setattr(cpu_team, "_BROKEN", [])
     table = levelset_table(3)
     c = table_constants(table, "cpu")
     x = probe(table, torch.float32, 1000)
@@ -308,10 +308,10 @@ def test_a_failing_numba_falls_back_to_the_torch_path(monkeypatch):
 
 _PROBE = """
 import json, threading, numba, torch
-from fewbit_design.torch import cpu, default_table
+from fewbit_design.torch import cpu, cpu_team, default_table
 from fewbit_design.torch.tables import table_constants
 cpu.warm_up()
-hits = {f"{kind} {dtype}": w.cache_hits for (kind, dtype), w in cpu._WORKERS.items()}
+hits = {f"{kind} {dtype}": w.cache_hits for (kind, dtype), w in cpu_team._WORKERS.items()}
 # two threads launching at once, each on its own OpenMP team
 c = table_constants(default_table("gelu", 3), "cpu")
 x = torch.randn(1 << 18)
@@ -326,7 +326,7 @@ try:   # no numba parallel region ran: no OpenMP/TBB workers spinning beside tor
     layer = numba.threading_layer()
 except ValueError:
     layer = None
-print(json.dumps({"hits": hits, "layer": layer, "same": same, "team": cpu._team() is not None}))
+print(json.dumps({"hits": hits, "layer": layer, "same": same, "team": cpu_team._team() is not None}))
 """
 
 
@@ -351,18 +351,18 @@ def test_compiling_outside_warm_up_is_announced(monkeypatch, tmp_path):
 
     probe = importlib.import_module("fewbit_probe_kernel").probe
     with pytest.warns(RuntimeWarning, match="compiling"):
-        first = cpu._make_cfunc(probe, "compiling the probe")
+        first = cpu_team._make_cfunc(probe, "compiling the probe")
     assert first.cache_hits == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        again = cpu._make_cfunc(probe, "compiling the probe")      # from the disk cache now
+        again = cpu_team._make_cfunc(probe, "compiling the probe")      # from the disk cache now
     assert again.cache_hits == 1
 
     asked = []
-    monkeypatch.setattr(cpu, "_make_cfunc", lambda fn, message=None: asked.append(message) or first)
-    monkeypatch.setattr(cpu, "_WORKERS", {})
+    monkeypatch.setattr(cpu_team, "_make_cfunc", lambda fn, message=None: asked.append(message) or first)
+    monkeypatch.setattr(cpu_team, "_WORKERS", {})
     cpu.warm_up((torch.float32,))
     assert asked == [None, None]
-    monkeypatch.setattr(cpu, "_WORKERS", {})
-    cpu._worker("encode", torch.bfloat16)
-    assert asked[-1] == cpu._COMPILING.format(kind="encode", dtype="bfloat16") and "warm_up()" in asked[-1]
+    monkeypatch.setattr(cpu_team, "_WORKERS", {})
+    cpu_team._worker("encode", torch.bfloat16)
+    assert asked[-1] == cpu_team._COMPILING.format(kind="encode", dtype="bfloat16") and "warm_up()" in asked[-1]

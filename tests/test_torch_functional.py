@@ -13,7 +13,7 @@ from fewbit_design.designer import design  # noqa: E402
 from fewbit_design.table import Table  # noqa: E402
 from fewbit_design.torch import fewbit_activation, packed_nbytes, torch_activation  # noqa: E402
 from fewbit_design.torch.reference import TORCH_FORWARD  # noqa: E402
-from fewbit_design.torch.tables import _round_up_f32  # noqa: E402
+from fewbit_design.runtime_tables import round_up_f32  # noqa: E402
 
 ACTIVATIONS = sorted(REGISTRY)
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -39,7 +39,7 @@ def probe_inputs(table, dtype, n=2000, seed=0):
     x = torch.randn(n, generator=gen, dtype=torch.float64) * 3
     b = torch.from_numpy(table.boundaries.copy())
     if dtype == torch.float32:
-        b32 = torch.from_numpy(_round_up_f32(table.boundaries))
+        b32 = torch.from_numpy(round_up_f32(table.boundaries))
         probes = [b32, torch.nextafter(b32, torch.tensor(-math.inf))]
     else:
         bd = b.to(dtype)
@@ -241,7 +241,7 @@ def test_torch_func_grad_and_vjp():
 
 def test_round_up_to_float32():
     b = np.concatenate([np.random.default_rng(0).normal(size=1000) * 5, [0.0, -0.0, 1.0, 1e-40, -1e-40]])
-    b32 = _round_up_f32(b)
+    b32 = round_up_f32(b)
     assert b32.dtype == np.float32
     assert np.all(b32.astype(np.float64) >= b)
     below = np.nextafter(b32, np.float32(-np.inf)).astype(np.float64)

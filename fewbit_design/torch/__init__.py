@@ -17,7 +17,7 @@ from .modules import (CELU, ELU, GELU, SELU, FewbitActivation, Hardsigmoid, Hard
 from .packing import pack_codes, packed_nbytes, unpack_codes
 from .reference import torch_activation
 from .kernels import DEFAULT_CONFIG, KernelConfig
-from .tables import check_table, clear_cache, default_table, load_table
+from .tables import check_activation, clear_cache, default_table, load_table
 
 __all__ = [
     # functional
@@ -31,7 +31,7 @@ __all__ = [
     # calibration
     "calibrate",
     # tables
-    "default_table", "load_table", "check_table", "clear_cache",
+    "default_table", "load_table", "check_activation", "clear_cache",
     # fused kernel settings
     "KernelConfig", "DEFAULT_CONFIG",
     # packing

@@ -136,7 +136,7 @@ def convertible(model: nn.Module, include=None, exclude=None, extra: dict | None
 def _bundle_tables(model, bundle, include, exclude, extra) -> dict:
     """id(module) -> table from a calibration bundle, refused unless it matches the model exactly."""
     from ..calibration import Calibration
-    from .tables import check_table
+    from .tables import check_activation
 
     if not isinstance(bundle, Calibration):
         bundle = Calibration.load(bundle)
@@ -151,7 +151,7 @@ def _bundle_tables(model, bundle, include, exclude, extra) -> dict:
     for q in bundle:
         if q in found:
             try:
-                check_table(bundle[q], *found[q][1])
+                check_activation(bundle[q], *found[q][1])
             except FewbitError as e:
                 problems.append(f"{q}: {e}")
     if problems:

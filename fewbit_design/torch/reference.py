@@ -48,7 +48,7 @@ TORCH_FORWARD = {
 }
 
 
-_COMPARE_MAX = 16  # up to this many intervals, m-1 compares beat torch.searchsorted on CPU
+_TORCH_COMPARE_INTERVALS = 16  # up to this many intervals, m-1 compares beat torch.searchsorted on CPU
 
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -71,7 +71,7 @@ def encode(x: torch.Tensor, bounds32, bounds64, code_map) -> torch.Tensor:
         # fp16/bf16 -> fp32 is exact; bounds32 are rounded up so x >= b32 <=> x >= b
         flat, bounds = flat.float(), bounds32
     m = bounds.shape[0] + 1
-    if m <= _COMPARE_MAX:
+    if m <= _TORCH_COMPARE_INTERVALS:
         # interval = #(b <= x) = (m-1) - #(x < b): NaN compares false, so it lands last
         below = torch.zeros(flat.shape, dtype=torch.uint8, device=x.device)
         for i in range(m - 1):

@@ -1,104 +1,21 @@
-"""Runtime step, its tables (Table -> runtime): default tables, table files, matching checks,
-device constants, and the runtime's one cache of device tensors."""
+"""Runtime step, its tables (Table -> runtime): device constants and the runtime's one cache of
+device tensors; the rules every runtime shares (default tables, table files, the activation
+check) are runtime_tables', re-exported here."""
 
 from __future__ import annotations
 
-import functools
-import os
 import weakref
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
-from ..activations import get_activation
-from ..errors import FewbitError
-from ..formats import read_table
-from ..table import Table, check_bits
+from ..runtime_tables import (DEFAULT_BITS, DEFAULT_DISTRIBUTION, canonical_params, check_activation,
+                              default_table, load_table, resolve_table, round_up_f32)
+from ..table import Table
 
-__all__ = ["default_table", "load_table", "resolve_table", "check_table", "table_constants", "cached",
-           "clear_cache", "DEFAULT_BITS", "DEFAULT_DISTRIBUTION"]
-
-DEFAULT_BITS = 3
-DEFAULT_DISTRIBUTION = "normal:0,1"
-
-
-def canonical_params(activation: str, params: dict | None = None) -> dict:
-    """The activation's parameters with the registry defaults filled in (floats)."""
-    return dict(get_activation(activation, params or {}).params)
-
-
-def load_table(source) -> Table:
-    """A Table from a Table (returned as is) or a path to a table file (any format read_table knows)."""
-    if isinstance(source, Table):
-        return source
-    if not isinstance(source, (str, os.PathLike)):
-        raise FewbitError(f"table must be a Table or a path to a table file, got {type(source).__name__}")
-    return read_table(os.fspath(source))
-
-
-@functools.lru_cache(maxsize=None)
-def _default_table(activation: str, bits: int, params: tuple) -> Table:
-    p = dict(params)
-    from ..designer import design
-    from ..shipped import shipped_table
-
-    table = shipped_table(activation, bits, params=p, distribution=DEFAULT_DISTRIBUTION)
-    if table is not None:
-        return table
-    return design(activation, bits, distribution=DEFAULT_DISTRIBUTION, params=p, partition="auto")
-
-
-def default_table(activation: str, bits: int = DEFAULT_BITS, params: dict | None = None) -> Table:
-    """The default table for an activation: shipped if there is one, else designed once.
-
-    Parameters
-    ----------
-    activation : str
-        Registry name.
-    bits : int
-        Code width in 1..8.
-    params : dict, optional
-        Activation parameters; defaults filled in.
-
-    Returns
-    -------
-    Table
-        For the standard normal input distribution; cached in-process.
-    """
-    bits = check_bits(bits)
-    p = canonical_params(activation, params)
-    return _default_table(get_activation(activation).name, bits, tuple(sorted(p.items())))
-
-
-def check_table(table: Table, activation: str, params: dict | None = None) -> None:
-    """Refuse a table made for another activation or other parameter values."""
-    want = get_activation(activation, params or {})
-    if table.activation != want.name:
-        raise FewbitError(f"table is for activation {table.activation!r}, not {want.name!r}")
-    have = canonical_params(table.activation, table.params)
-    if have != want.params:
-        raise FewbitError(f"table for {table.activation!r} has parameters {have}, "
-                          f"the activation has {want.params}")
-
-
-def resolve_table(activation: str, params: dict | None, bits: int | None, table) -> Table:
-    """The table a module uses: `table` (checked against the activation) or the default one."""
-    if table is None:
-        return default_table(activation, DEFAULT_BITS if bits is None else bits, params)
-    table = load_table(table)
-    check_table(table, activation, params)
-    if bits is not None and bits != table.bits:
-        raise FewbitError(f"bits={bits} disagrees with the table's bits={table.bits}")
-    return table
-
-
-def _round_up_f32(b: np.ndarray) -> np.ndarray:
-    # smallest float32 >= b, so that (x >= b) == (x >= b32) for every float32 x
-    b32 = b.astype(np.float32)
-    low = b32.astype(np.float64) < b
-    b32[low] = np.nextafter(b32[low], np.float32(np.inf))
-    return b32
+__all__ = ["default_table", "load_table", "resolve_table", "check_activation", "canonical_params",
+           "TableConstants", "table_constants", "cached", "clear_cache", "DEFAULT_BITS", "DEFAULT_DISTRIBUTION"]
 
 
 class TableConstants:
@@ -115,7 +32,7 @@ class TableConstants:
 
     def __init__(self, table: Table, device: torch.device):
         self.bits = int(table.bits)
-        self.bounds32 = torch.from_numpy(_round_up_f32(table.boundaries)).to(device)
+        self.bounds32 = torch.from_numpy(round_up_f32(table.boundaries)).to(device)
         self.bounds64 = torch.from_numpy(table.boundaries.copy()).to(device)
         contiguous = np.array_equal(table.codes, np.arange(table.codes.size))
         self.code_map = None if contiguous else torch.from_numpy(table.codes.astype(np.uint8)).to(device)
