@@ -35,7 +35,6 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import fewbit_design.torch as ft
 from fewbit_design.calibration import LayerData, calibrate_layers
@@ -46,37 +45,7 @@ from fewbit_design.designer import design
 from fewbit_design.torch.calibrate import record_inputs
 from fewbit_design.torch.convert import convertible
 
-
-# -- a char-level GPT ------------------------------------------------------------------------
-
-class Block(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-
-    def forward(self, x):                                     # (B, T, C)
-        B, T, C = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
-        x = x + self.proj(y)
-        return x + self.mlp(self.ln2(x))
-
-
-class GPT(nn.Module):
-    def __init__(self, vocab, dim=128, layers=4, heads=4, ctx=64):
-        super().__init__()
-        self.tok, self.pos = nn.Embedding(vocab, dim), nn.Embedding(ctx, dim)
-        self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(layers)])
-        self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab)
-
-    def forward(self, idx):                                   # (B, T) -> (B, T, vocab)
-        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
-        for b in self.blocks:
-            x = b(x)
-        return self.head(self.ln(x))
+from benchmarks._models import GPT
 
 
 def stdlib_text(limit=4_000_000):
@@ -154,7 +123,7 @@ def part1(args):
     train_data, val_data = data[:split], data[split:]
     print(f"# char-level GPT on the stdlib: {data.numel()} chars, vocab {len(chars)}, "
           f"{args.layers} layers x {args.dim}, ctx {args.ctx}, batch {args.batch}")
-    model = GPT(len(chars), args.dim, args.layers, 4, args.ctx)
+    model = GPT(len(chars), dim=args.dim, layers=args.layers, heads=4, context=args.ctx)
     gen = torch.Generator().manual_seed(1)
     val = batches(val_data, 8, args.batch, args.ctx, gen)
     print(f"held-out loss at init {held_out_loss(model, val):.4f}")

@@ -42,6 +42,7 @@ import fewbit_design.torch as ft
 from fewbit_design.io import atomic_write
 
 from benchmarks._harness import results_path
+from benchmarks._models import GPT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -104,41 +105,6 @@ def digits_data():
 
 # ----------------------------------------------------------------------------- models
 
-class Block(nn.Module):
-    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x)) with a 4x GELU MLP."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-
-    def forward(self, x):                                                      # (B, T, C)
-        B, T, C = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.heads, C // self.heads).unbind(2)
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=True)                     # (B, H, T, C/H)
-        x = x + self.proj(a.transpose(1, 2).reshape(B, T, C))
-        return x + self.mlp(self.ln2(x))
-
-
-class ByteGPT(nn.Module):
-    """Byte-level GPT: token + position embeddings, pre-LN blocks, final LN, tied output head."""
-
-    def __init__(self, dim: int, layers: int, heads: int, context: int):
-        super().__init__()
-        self.tok, self.pos = nn.Embedding(256, dim), nn.Embedding(context, dim)
-        self.blocks = nn.Sequential(*[Block(dim, heads) for _ in range(layers)])
-        self.ln = nn.LayerNorm(dim)
-        nn.init.normal_(self.tok.weight, std=0.02)  # GPT-2's init: small logits through the tied head
-        nn.init.normal_(self.pos.weight, std=0.02)
-
-    def forward(self, idx):                                                    # (B, T) bytes
-        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
-        return self.ln(self.blocks(x)) @ self.tok.weight.T                     # (B, T, 256)
-
-
 def digits_mlp(hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(64, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                          nn.Linear(hidden, 10))
@@ -194,7 +160,7 @@ def train_lm(plan: Plan, seed: int, cfg) -> dict:
     val_y = torch.stack([val[s + 1:s + T + 1] for s in starts])
 
     torch.manual_seed(seed)
-    model = ByteGPT(plan.lm_dim, plan.lm_layers, plan.lm_heads, T)
+    model = GPT(256, dim=plan.lm_dim, layers=plan.lm_layers, heads=plan.lm_heads, context=T, tied_head=True)
     batches = np.random.default_rng(seed).integers(0, len(train) - T - 1, (plan.lm_steps, plan.lm_batch))
 
     def batch(i):

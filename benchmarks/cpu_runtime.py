@@ -36,7 +36,7 @@ import fewbit_design.torch as ft
 from fewbit_design.torch import cpu, functional
 
 from benchmarks._harness import fmt, timeit
-from benchmarks._models import Block
+from benchmarks._models import GPT
 
 
 def rounds(variants: dict, repeat: int, raw: bool = False) -> dict:
@@ -222,26 +222,14 @@ def activation_rows(name: str, dtype, n: int, bits_list, repeat: int):
     return out
 
 
-class CharGPT(nn.Module):
-    def __init__(self, vocab: int, dim: int, heads: int, layers: int, seq: int):
-        super().__init__()
-        self.tok, self.pos = nn.Embedding(vocab, dim), nn.Embedding(seq, dim)
-        self.blocks = nn.Sequential(*[Block(dim, heads, nn.GELU()) for _ in range(layers)])
-        self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab)
-
-    def forward(self, idx):                                                    # (B, T)
-        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
-        return self.head(self.ln(self.blocks(x)))                              # (B, T, vocab)
-
-
 def training_rows(args, repeat: int):
     text = open(__file__, encoding="utf-8").read()        # any text: its characters are the vocabulary
     chars = sorted(set(text))
     data = torch.tensor([chars.index(c) for c in text])
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    exact = CharGPT(len(chars), args.dim, args.heads, args.layers, args.seq)
-    fewbit = CharGPT(len(chars), args.dim, args.heads, args.layers, args.seq)
+    exact = GPT(len(chars), dim=args.dim, layers=args.layers, heads=args.heads, context=args.seq)
+    fewbit = GPT(len(chars), dim=args.dim, layers=args.layers, heads=args.heads, context=args.seq)
     fewbit.load_state_dict(exact.state_dict())
     ft.convert(fewbit, bits=3)
 

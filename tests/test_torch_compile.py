@@ -5,30 +5,12 @@ import warnings
 import pytest
 
 torch = pytest.importorskip("torch")
-import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import fewbit_design.torch as ft  # noqa: E402
 from fewbit_design.torch.tables import default_table  # noqa: E402
 
-
-class Block(nn.Module):
-    """A pre-norm transformer block (nanoGPT shape) with a GELU MLP."""
-
-    def __init__(self, d=32, heads=4):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(self, x):                                                  # (B, T, C)
-        B, T, C = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)       # (B, H, T, C/H)
-        x = x + self.proj(a.transpose(1, 2).reshape(B, T, C))
-        return x + self.mlp(self.ln2(x))
+from benchmarks._models import Block  # noqa: E402
 
 
 def saved_bytes(fn, x):
@@ -45,7 +27,7 @@ def saved_bytes(fn, x):
 def test_compiled_block_is_one_graph_with_eager_gradients():
     torch._dynamo.reset()
     torch.manual_seed(0)
-    block = Block()
+    block = Block(32, 4)
     assert [n for n, _, _ in ft.convert(block, bits=3)] == ["mlp.1"]
     x = torch.randn(4, 16, 32)
     explained = torch._dynamo.explain(block)(x)
