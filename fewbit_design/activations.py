@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from .errors import FewbitError
-from .table import format_params, label
+from .labels import format_params, label
 
 __all__ = ["Activation", "ActivationSpec", "REGISTRY", "get_activation", "parse_params"]
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FewbitError
+from .labels import format_params, label   # noqa: F401  (re-exported: table.format_params, table.label)
 
 FORMAT_NAME = "fewbit-table"
 FORMAT_VERSION = 1
@@ -33,22 +34,6 @@ def check_bits(bits, what: str = "bits") -> int:
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
         raise FewbitError(f"{what} must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
     return bits if isinstance(bits, int) else int(bits)
-
-
-def format_params(params: dict, sep: str = ", ", *, names: bool = True) -> str:
-    """Parameters as text, numbers in %g: 'alpha=0.5, beta=2' (or '0.5,2' without names).
-
-    The one way parameters are printed: reports, figure titles, file names, reprs. Exact
-    values travel in the files, never through this text.
-    """
-    def value(v):
-        return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
-    return sep.join(f"{k}={value(v)}" if names else value(v) for k, v in params.items())
-
-
-def label(name: str, params: dict) -> str:
-    """'name(a=1, b=2)', or 'name' without parameters: the one way a parametrised name is printed."""
-    return f"{name}({format_params(params)})" if params else name
 
 
 @dataclass(frozen=True, eq=False)

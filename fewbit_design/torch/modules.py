@@ -149,6 +149,13 @@ class _Named(FewbitActivation):
             setattr(self, key, value)  # torch.nn attribute names: negative_slope, alpha, beta, ...
 
 
+class _Plain(_Named):
+    """A named activation without parameters or `inplace`: only bits= and table=."""
+
+    def __init__(self, *, bits=None, table=None):
+        super().__init__(None, bits, table)
+
+
 class ReLU(_Named):
     """max(0, x); see `FewbitActivation`."""
     name = "relu"
@@ -226,20 +233,14 @@ class Softplus(_Named):
         super().__init__({"beta": beta, "threshold": threshold}, bits, table)
 
 
-class Sigmoid(_Named):
+class Sigmoid(_Plain):
     """1 / (1 + exp(-x)); see `FewbitActivation`."""
     name = "sigmoid"
 
-    def __init__(self, *, bits=None, table=None):
-        super().__init__(None, bits, table)
 
-
-class Tanh(_Named):
+class Tanh(_Plain):
     """tanh(x); see `FewbitActivation`."""
     name = "tanh"
-
-    def __init__(self, *, bits=None, table=None):
-        super().__init__(None, bits, table)
 
 
 class Hardtanh(_Named):
@@ -275,52 +276,38 @@ class ReLU6(_Named):
         super().__init__(None, bits, table, inplace)
 
 
-class Softsign(_Named):
+class Softsign(_Plain):
     """x / (1 + |x|); see `FewbitActivation`."""
     name = "softsign"
 
-    def __init__(self, *, bits=None, table=None):
-        super().__init__(None, bits, table)
 
-
-class LogSigmoid(_Named):
+class LogSigmoid(_Plain):
     """log(sigmoid(x)); see `FewbitActivation`."""
     name = "logsigmoid"
 
-    def __init__(self, *, bits=None, table=None):
-        super().__init__(None, bits, table)
 
-
-class Tanhshrink(_Named):
+class Tanhshrink(_Plain):
     """x - tanh(x); see `FewbitActivation`."""
     name = "tanhshrink"
 
-    def __init__(self, *, bits=None, table=None):
-        super().__init__(None, bits, table)
 
-
-class QuickGELU(_Named):
+class QuickGELU(_Plain):
     """x * sigmoid(1.702 x) (CLIP, Hugging Face ``quick_gelu``); see `FewbitActivation`."""
     name = "quick_gelu"
 
-    def __init__(self, *, bits=None, table=None):
-        super().__init__(None, bits, table)
 
-
-class SquaredReLU(_Named):
+class SquaredReLU(_Plain):
     """relu(x)**2 (Primer, Hugging Face ``relu2``); see `FewbitActivation`."""
     name = "squared_relu"
 
-    def __init__(self, *, bits=None, table=None):
-        super().__init__(None, bits, table)
-
 
 # registry name -> module class; every name in TORCH_FORWARD has one
-MODULES = {cls.name: cls for cls in _Named.__subclasses__()}
+_NAMED = tuple(c for c in _Named.__subclasses__() if c is not _Plain) + tuple(_Plain.__subclasses__())
+MODULES = {cls.name: cls for cls in _NAMED}
 MODULES["gelu"] = MODULES["gelu_tanh"] = GELU
 
 # for torch.serialization.safe_globals: a pickled few-bit module holds only these and plain data
-SAFE_GLOBALS = (FewbitActivation, GELU, *_Named.__subclasses__())
+SAFE_GLOBALS = (FewbitActivation, GELU, *_NAMED)
 
 
 def make_module(activation: str, params: dict | None = None, *, bits=None, table=None) -> FewbitActivation:
