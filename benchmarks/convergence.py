@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fewbit_design.torch as ft
-from fewbit_design.io import atomic_write
+from fewbit_design._atomic import atomic_write
 
 from benchmarks._harness import results_path
 from benchmarks._models import GPT

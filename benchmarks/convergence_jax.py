@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 import fewbit_design as fd
-from fewbit_design.io import atomic_write
+from fewbit_design._atomic import atomic_write
 from fewbit_design.jax import fewbit_activation
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import fewbit_design.torch as ft
-from fewbit_design.io import atomic_write
+from fewbit_design._atomic import atomic_write
 
 from benchmarks._harness import is_default_run, results_path
 

@@ -177,7 +177,7 @@ def _emit(table, fmt, output):
     else:
         data = formats.dumps(table, fmt)
     if output:
-        from .io import atomic_write
+        from ._atomic import atomic_write
 
         atomic_write(output, data)
         click.echo(f"wrote {output} ({fmt}, relative error {table.relative_error:.4g})", err=True)

@@ -164,7 +164,7 @@ def plot_error_cmd(activations, bits, dists, partitions, params, output):
     """
     from .activations import parse_params
     from .plots import plot_error
-    from .sweep import parse_bits
+    from .table import parse_bits
 
     plot_error(list(activations), bits=parse_bits(bits), distributions=list(dists) or ["normal:0,1"],
                partitions=list(partitions) or list(PARTITIONS), params=parse_params(params),

@@ -2,7 +2,7 @@
 
 Parametric families are location-scale: pdf(x) = p((x - loc) / scale) / scale. cdf is
 accurate (relatively) in the left tail and sf in the right tail; every family is symmetric
-about loc. The designer needs numpy and numba only; torch is imported lazily for .pt files.
+about loc. The designer needs numpy and numba only; .pt files are read by fewbit_design.torch.samples, loaded only for them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import hashlib
 import functools
 import math
 import os
-import pickle
 import re
 import sys
 import warnings
@@ -442,27 +441,10 @@ def _read_npz(path: str, key: str | None) -> np.ndarray:
 
 def _read_torch(path: str) -> np.ndarray:
     try:
-        import torch
+        from .torch.samples import read_samples
     except ImportError:
         raise FewbitError(f"{path}: reading .pt/.pth files needs torch (pip install torch)") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise FewbitError(f"{path}: holds objects other than tensors, so torch.load(weights_only=True) "
-                          "refuses it; loading it fully could run arbitrary code: save the tensor "
-                          "alone, or as .npy") from None
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    if isinstance(obj, (list, tuple)):
-        tensors = [t for t in obj if isinstance(t, torch.Tensor)]
-        if len(tensors) != 1:
-            raise FewbitError(f"{path}: expected one tensor, found {len(tensors)}")
-        obj = tensors[0]
-    if not isinstance(obj, torch.Tensor):
-        raise FewbitError(f"{path}: expected a tensor, found {type(obj).__name__}")
-    if obj.dtype == torch.bool or obj.is_complex():
-        raise FewbitError(f"{path}: values must be numeric (int or float), got {obj.dtype}")
-    return obj.detach().to(torch.float64).numpy()
+    return read_samples(path)
 
 
 def load_samples(path: str) -> np.ndarray:

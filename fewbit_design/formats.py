@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import FewbitError
 from ._version import __version__
-from .io import atomic_write
+from ._atomic import atomic_write
 from .table import FORMATS, Table
 
 EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".npz": "npz",

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from .errors import FewbitError
-from .io import atomic_write
+from ._atomic import atomic_write
 from .table import BITS, PARTITIONS, label
 
 FIGURE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}

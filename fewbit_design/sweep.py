@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from ._version import __version__
 from .errors import FewbitError
 from .formats import FORMATS, read_table, write_bundle, write_table
-from .io import atomic_write
-from .table import BITS, PARTITION_CHOICES, format_params
+from ._atomic import atomic_write
+from .table import PARTITION_CHOICES, format_params, parse_bits
 
 CONFIG_KEYS = ("activations", "bits", "distributions", "partitions", "formats", "grid", "bundle")
 INDEX_FORMAT = "fewbit-sweep-index"
@@ -85,34 +85,6 @@ class SweepResult:
 
 
 # -- config ------------------------------------------------------------------------------
-
-def parse_bits(spec) -> list[int]:
-    """``"1-8"`` -> [1..8]; ``"1,2,4"``, ``3`` or ``[1, 2]`` likewise; each in 1..8."""
-    if isinstance(spec, bool):
-        raise FewbitError(f"bits: expected 1..8, a range like 1-8 or a list, got {spec!r}")
-    if isinstance(spec, int):
-        items = [spec]
-    elif isinstance(spec, list):
-        items = []
-        for v in spec:
-            items += parse_bits(v)
-    elif isinstance(spec, str):
-        items = []
-        for part in spec.split(","):
-            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-            if not m:
-                raise FewbitError(f"bits: cannot read {spec!r} (expected e.g. 1-8 or 1,2,4)")
-            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-            if lo > hi:
-                raise FewbitError(f"bits: empty range {part.strip()!r}")
-            items += range(lo, hi + 1)
-    else:
-        raise FewbitError(f"bits: expected 1..8, a range like 1-8 or a list, got {spec!r}")
-    for b in items:
-        if b not in BITS:
-            raise FewbitError(f"bits: {b} is outside 1..8")
-    return sorted(set(items))
-
 
 def load_config(path: str) -> SweepConfig:
     """Read and check a sweep config; FewbitError names the file and the key."""
@@ -442,5 +414,5 @@ def _write_index(config: SweepConfig, out_dir: str, previous: dict, tables, tabl
     return rows
 
 
-__all__ = ["Job", "SweepConfig", "SweepResult", "SweepInterrupted", "load_config", "parse_config", "parse_bits",
+__all__ = ["Job", "SweepConfig", "SweepResult", "SweepInterrupted", "load_config", "parse_config",
            "run_sweep"]

@@ -9,6 +9,7 @@ interval m-1 is [b[m-2], +inf). NaN falls in the last interval.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,34 @@ def check_bits(bits, what: str = "bits") -> int:
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
         raise FewbitError(f"{what} must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
     return bits if isinstance(bits, int) else int(bits)
+
+
+def parse_bits(spec) -> list[int]:
+    """``"1-8"`` -> [1..8]; ``"1,2,4"``, ``3`` or ``[1, 2]`` likewise; each in 1..8."""
+    if isinstance(spec, bool):
+        raise FewbitError(f"bits: expected {MIN_BITS}..{MAX_BITS}, a range like 1-8 or a list, got {spec!r}")
+    if isinstance(spec, int):
+        items = [spec]
+    elif isinstance(spec, list):
+        items = []
+        for v in spec:
+            items += parse_bits(v)
+    elif isinstance(spec, str):
+        items = []
+        for part in spec.split(","):
+            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+            if not m:
+                raise FewbitError(f"bits: cannot read {spec!r} (expected e.g. 1-8 or 1,2,4)")
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+            if lo > hi:
+                raise FewbitError(f"bits: empty range {part.strip()!r}")
+            items += range(lo, hi + 1)
+    else:
+        raise FewbitError(f"bits: expected {MIN_BITS}..{MAX_BITS}, a range like 1-8 or a list, got {spec!r}")
+    for b in items:
+        if not MIN_BITS <= b <= MAX_BITS:
+            raise FewbitError(f"bits: {b} is outside {MIN_BITS}..{MAX_BITS}")
+    return sorted(set(items))
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,9 +169,7 @@ class Table:
             dist = need(d, "distribution", "distribution")
             err = need(d, "error", "error")
             bits = need(d, "bits", "bits")
-            if not isinstance(bits, int):           # JSON's own integers only
-                raise FewbitError(f"{source}: field 'bits' must be an integer in 1..8, got {bits!r}")
-            check_bits(bits, f"{source}: field 'bits'")
+            bits = check_bits(bits, f"{source}: field 'bits'")
             name = need(act, "name", "activation.name")
             dname = need(dist, "name", "distribution.name")
             if not isinstance(name, str) or not isinstance(dname, str):

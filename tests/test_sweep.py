@@ -12,6 +12,7 @@ from fewbit_design.activations import REGISTRY
 from fewbit_design.designer import design
 from fewbit_design.errors import FewbitError
 from fewbit_design.formats import read_table
+from fewbit_design.table import parse_bits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES = os.path.join(ROOT, "tables")
@@ -25,13 +26,13 @@ SMALL = {"activations": ["relu", {"name": "leaky_relu", "params": {"negative_slo
 @pytest.mark.parametrize("spec, expected", [("1-8", list(range(1, 9))), ("1,2,4", [1, 2, 4]), (3, [3]),
                                             ([1, "3-4"], [1, 3, 4]), (" 2 - 3 ", [2, 3])])
 def test_parse_bits(spec, expected):
-    assert sweep.parse_bits(spec) == expected
+    assert parse_bits(spec) == expected
 
 
 @pytest.mark.parametrize("spec", ["0-3", "9", "4-2", "a", "", True, 2.5, [1, 9]])
 def test_parse_bits_refuses(spec):
     with pytest.raises(FewbitError, match="bits"):
-        sweep.parse_bits(spec)
+        parse_bits(spec)
 
 
 @pytest.mark.parametrize("change, key", [
