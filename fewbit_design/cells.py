@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ._grid_edges import extrema, merge_close, t_of, tail_edges, x_of
+from ._grid_edges import cuttable, extrema, merge_close, t_of, tail_edges, x_of
 from .distributions import Samples
 from .errors import FewbitError
 
@@ -89,9 +89,15 @@ class Grid:
     def core_edges(self) -> np.ndarray:
         return self.edges[self.core]
 
+    @property
+    def dp_core(self) -> np.ndarray:
+        """The core edges where the DP may cut (indices into edges): see _grid_edges.cuttable."""
+        kinks = [*self.act.kinks, *self.act.jumps, *self.dist.kinks]
+        return self.core[cuttable(self.edges[self.core], kinks)]
+
     def prefix(self) -> np.ndarray:
-        """(3, n+1) prefix moments over the core cells, tails folded into the outer cells."""
-        p = self.cum[:, self.core]
+        """(3, n+1) prefix moments over the DP's cells (dp_core), tails folded into the outer cells."""
+        p = self.cum[:, self.dp_core]
         p[:, 0] = 0.0
         p[:, -1] = self.cum[:, -1]
         return p
@@ -131,7 +137,7 @@ class Grid:
         return max(1.0, float(np.max(np.abs(self.act.df(self.edges)))))
 
     def cut_points(self, cuts) -> np.ndarray:
-        return self.core_edges[cuts]
+        return self.edges[self.dp_core[cuts]]
 
     def edge_points(self, i) -> np.ndarray:
         return self.edges[i]

@@ -32,6 +32,7 @@ class Refinement:
     residual: float      # max |G| over the free points at the end
     free: int            # how many points were free
     note: str = ""       # why refinement could not proceed, if it could not
+    escapes: int = 0     # steps taken off a saddle of E (along negative curvature)
 
     def metadata(self, accepted: bool, grid_mse: float) -> dict:
         """The solver's "refinement" entry (finite numbers only: files hold plain JSON)."""
@@ -40,6 +41,8 @@ class Refinement:
              "free_points": self.free, "grid_mse": float(grid_mse)}
         if self.note:
             d["note"] = self.note
+        if self.escapes:
+            d["saddle_escapes"] = self.escapes
         return d
 
 
@@ -62,9 +65,17 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
     it = 0
     history = [(res, err)]
     mu = None                        # damping of the last LM step taken; None after Newton
+    escapes = 0
     while it < max_iter and res > TOL * problem.scale and state.free.any():
         if len(history) > 4 and res > 0.5 * history[-5][0] and err >= history[-5][1] - _noise(state.S):
-            break                    # stalled: neither max|G| nor E moves (see README)
+            # stalled: neither max|G| nor E moves (see README); off a saddle, go on from lower E
+            escaped = _escape(problem, s, state, err) if res > 16 * TOL * problem.scale else None
+            if escaped is None:
+                break
+            it, escapes, mu = it + 1, escapes + 1, None
+            s, state, res, err = escaped
+            history = [(res, err)]
+            continue
         if len(history) > 1 and res <= 16 * TOL * problem.scale and res > 0.5 * history[-2][0]:
             break                    # at the rounding floor of G
         it += 1
@@ -92,10 +103,16 @@ def refine_points(problem, s0: np.ndarray, *, max_iter: int = MAX_ITER) -> Refin
                     s, state, res, err, mu, accepted = t, st, rt, et, m, True
                     break
         if not accepted:
-            note = "" if solved else "stopped: singular Jacobian (no finite Newton or LM step)"
-            return Refinement(s, it, res, int(state.free.sum()), note)
+            escaped = _escape(problem, s, state, err) if solved and res > 16 * TOL * problem.scale else None
+            if escaped is None:
+                note = "" if solved else "stopped: singular Jacobian (no finite Newton or LM step)"
+                return Refinement(s, it, res, int(state.free.sum()), note, escapes)
+            escapes, mu = escapes + 1, None
+            s, state, res, err = escaped
+            history = [(res, err)]
+            continue
         history.append((res, err))
-    return Refinement(s, it, res, int(state.free.sum()))
+    return Refinement(s, it, res, int(state.free.sum()), escapes=escapes)
 
 
 def refine_or_keep(problem, s0: np.ndarray) -> Refinement:
@@ -165,15 +182,52 @@ def _newton_step(J, G, free):
     return step if np.all(np.isfinite(step)) else None
 
 
+def _hessian(J, free, y, dens):
+    """(diagonal, off-diagonal) of H = D·J symmetrised, and D (∇E = D·G): the Hessian of E at G = 0."""
+    lower, diag, upper = J
+    D = np.where(free, 2.0 * dens * (y[1:] - y[:-1]), 0.0)
+    return D * diag, 0.5 * (D[:-1] * upper + D[1:] * lower), D
+
+
+def _escape(problem, s, state: State, err: float):
+    """Off a saddle of E: the longest step along H's eigenvector of most negative eigenvalue
+    (either sign; from half the closest spacing of the points down by halves) that lowers E
+    beyond rounding, as (s, state, max|G|, E); None where H has no negative eigenvalue or no
+    such step lowers E. Newton and LM both stop at a saddle: G is ~0 there and E rises or
+    stays along their steps, while E falls along negative curvature (GELU level sets at 8 bits
+    reach one; see test_gelu_8bit_levelset_stationary_point_is_a_saddle)."""
+    free = state.free
+    hd, off, _ = _hessian(_jacobian(state), free, state.y, state.dens)
+    idx = np.flatnonzero(free)
+    H = np.diag(hd[idx])
+    sub = off[idx[:-1]] * (np.diff(idx) == 1)          # couplings between neighbouring free points
+    H += np.diag(sub, 1) + np.diag(sub, -1)
+    w, v = np.linalg.eigh(H)
+    if not w[0] < 0:
+        return None
+    direction = np.zeros(s.size)
+    direction[idx] = v[:, 0] / np.max(np.abs(v[:, 0]))
+    lo, hi = problem.bounds
+    gap = float(np.min(np.diff(np.concatenate([[lo], s, [hi]]))))
+    for h in 0.5 * gap * 0.5 ** np.arange(48):
+        best = None
+        for t in (s + h * direction, s - h * direction):
+            if np.all(np.diff(t) > 0) and t[0] > lo and t[-1] < hi:
+                st = _state(problem, t)
+                et = _objective(st.S)
+                if et < err - _noise(st.S) and (best is None or et < best[3]):
+                    best = (t, st, _maxabs(st.G, st.free), et)
+        if best is not None:
+            return best
+    return None
+
+
 def _descent_step(mu, J, G, free, y, dens):
     """Levenberg-Marquardt step on E: (H + mu·|diag H|)·Δ = -∇E.
 
     ∇E = D·G with D = 2·density·(y_right - y_left), and H ≈ D·J, symmetrised (it is the
     Hessian of E where G = 0). A large mu turns it into scaled gradient descent."""
-    lower, diag, upper = J
-    D = np.where(free, 2.0 * dens * (y[1:] - y[:-1]), 0.0)
-    hd = D * diag
-    off = 0.5 * (D[:-1] * upper + D[1:] * lower)
+    hd, off, D = _hessian(J, free, y, dens)
     hd = hd + mu * np.abs(hd) + 1e-12 * np.max(np.abs(hd))
     hd[~free] = 1.0
     step = _tridiagonal_solve(off, hd, off, -D * G)
