@@ -14,7 +14,9 @@ from .distributions import Samples, parse_distribution
 from .errors import FewbitError
 from .table import PARTITION_CHOICES, Table, check_bits
 
-MAX_DP_STEPS = 2e10      # k·n²/2 above this takes minutes: refuse the grid
+MAX_DP_STEPS = 2e10      # 2**bits·n²/2 above this takes minutes: refuse the grid
+# partition -> method; "auto" runs both and keeps the lower error (see _choose)
+SOLVERS = {"contiguous": contiguous.solve, "levelset": levelset.solve}
 
 
 def design(activation, bits: int, *, distribution="normal:0,1", params=None,
@@ -41,11 +43,8 @@ def design(activation, bits: int, *, distribution="normal:0,1", params=None,
     dist = parse_distribution(distribution) if isinstance(distribution, str) else distribution
     bits, n = _checked(bits, grid, partition)
     cells = make_cells(act, dist, n)
-    found = {}
-    if partition != "levelset":
-        found["contiguous"] = contiguous.solve(cells, bits, bins=n)
-    if partition != "contiguous":
-        found["levelset"] = levelset.solve(cells, bits, bins=n)
+    methods = SOLVERS if partition == "auto" else {partition: SOLVERS[partition]}
+    found = {name: solve(cells, bits, bins=n) for name, solve in methods.items()}
     denom = float(cells.total[2])
     best, alternatives = _choose(found, denom)
     with np.errstate(over="ignore"):
@@ -68,10 +67,9 @@ def _checked(bits, grid: int | None, partition: str) -> tuple[int, int]:
     n = DEFAULT_GRID if grid is None else int(grid)
     if not 16 <= n <= 1 << 20:
         raise FewbitError(f"grid must be in 16..1048576, got {grid}")
-    steps = 2 ** bits * n * n / 2
-    if partition != "levelset" and steps > MAX_DP_STEPS:
+    if partition != "levelset" and 2 ** bits * n * n / 2 > MAX_DP_STEPS:
         top = int(np.sqrt(2 * MAX_DP_STEPS / 2 ** bits))
-        raise FewbitError(f"grid {n} at {bits} bits needs {steps:.1e} DP steps (minutes); "
+        raise FewbitError(f"grid {n} at {bits} bits needs {2 ** bits * n * n / 2:.1e} DP steps (minutes); "
                           f"use --grid {top} or less, or --partition levelset")
     return bits, n
 
