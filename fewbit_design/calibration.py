@@ -20,9 +20,9 @@ import numpy as np
 
 from .activations import get_activation
 from .cells import samples_error
-from .distributions import samples_from_array
 from .errors import FewbitError
 from .runtime_tables import default_table
+from .samples import samples_from_array
 from .table import BITS, Table, check_bits
 
 

@@ -24,8 +24,8 @@ from typing import Protocol
 import numpy as np
 
 from ._grid_edges import cuttable, extrema, merge_close, t_of, tail_edges, x_of
-from .distributions import Samples
 from .errors import FewbitError
+from .samples import Samples
 
 DEFAULT_GRID = 1024   # core cells of a grid; for samples, the bins when there are too many values
 GL_ORDER = 8

@@ -10,8 +10,9 @@ from . import contiguous, levelset
 from .activations import get_activation
 from .candidate import Candidate, solver_record
 from .cells import DEFAULT_GRID, make_cells, make_grid, pieces_error, samples_error
-from .distributions import Samples, parse_distribution
+from .distributions import parse_distribution
 from .errors import FewbitError
+from .samples import Samples
 from .table import PARTITION_CHOICES, Table, check_bits
 
 MAX_DP_STEPS = 2e10      # 2**bits·n²/2 above this takes minutes: refuse the grid

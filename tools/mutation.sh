@@ -29,26 +29,27 @@ py=${PYTHON:-python}
 # module -> source file, test files, and a pytest -k expression that keeps the run fast
 declare -A SRC TESTS SELECT
 SRC[dp]=fewbit_design/dp.py
-TESTS[dp]="tests/test_dp.py tests/test_claims_dp.py"
+TESTS[dp]="tests/test_dp.py"
 SELECT[dp]="not quadratic_dp and (cut_positions or step_function or equals or fooled or mutant)"
 SRC[refine]=fewbit_design/refine.py
-TESTS[refine]="tests/test_claims_refine.py"
+TESTS[refine]="tests/test_refine.py"
 SELECT[refine]=""
 SRC[levelset]=fewbit_design/levelset.py
-TESTS[levelset]="tests/test_claims_levelset.py tests/test_claims_dp.py tests/test_claims_refine.py"
+TESTS[levelset]="tests/test_levelset.py tests/test_dp.py tests/test_refine.py"
 SELECT[levelset]="levelset or relu_on_samples or mutant_binned or designs_refine"
 SRC[table]=fewbit_design/table.py
-TESTS[table]="tests/test_formats.py tests/test_claims_table.py tests/test_claims_readme.py"
-SELECT[table]=""
+TESTS[table]="tests/test_formats.py tests/test_table.py tests/test_readme.py"
+SELECT[table]="not (test_formats.py and mutant) and not pages_have_examples and not python_example_runs"   # no claims of formats; test_readme.py's claims only
 SRC[formats]=fewbit_design/formats.py
-TESTS[formats]="tests/test_formats.py tests/test_header_c.py tests/test_claims_formats.py"
+TESTS[formats]="tests/test_formats.py tests/test_header_c.py"
 SELECT[formats]="not header_lookup or zeros-c99 or one-c99"
 SRC[packing]=fewbit_design/torch/packing.py
-TESTS[packing]="tests/test_torch_packing.py tests/test_claims_torch.py"
+TESTS[packing]="tests/test_torch_packing.py"
 SELECT[packing]=""
 SRC[functional]=fewbit_design/torch/functional.py
-TESTS[functional]="tests/test_claims_functional.py"
-SELECT[functional]=""
+TESTS[functional]="tests/test_torch_functional.py"
+# its claims (fewbit_activation's contract on small hand tables): fast enough to run once per mutant
+SELECT[functional]="forward_and_gradient_exact_in_every_dtype or without_numba_the_torch_path or create_graph_gradient_exact or saves_exactly_the_packed_codes or no_gradient_needed_nothing_coded or export_warns or bad_input_messages or fused_branch_through_the_interpreter or torch_func_transforms"
 PRELOAD_functional=fewbit_design.torch.cpu:warm_up   # imported once; each mutant a fork
 ORDER=(dp refine levelset table formats packing functional)
 

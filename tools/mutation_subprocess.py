@@ -20,10 +20,10 @@ child starts from the same clean, warm state (no mutant is active in the parent;
 changes die with it), and the per-mutant cost drops from the imports and first calls
 (torch, Triton's interpreter, numba's dispatchers) to the tests themselves. The parent runs no torch op first (set_num_threads(1): no OpenMP pool
 to inherit); that is what made mutmut's own fork hang. tools/mutation.sh calls it for
-torch/functional:
+torch/functional, with -k picking the claims tests of tests/test_torch_functional.py:
 
     python tools/mutation_subprocess.py --jobs 1 --timeout 120 \
-        --preload fewbit_design.torch.cpu:warm_up tests/test_claims_functional.py
+        --preload fewbit_design.torch.cpu:warm_up -k "$SELECT" tests/test_torch_functional.py
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reading sample values from .pt/.pth files (loaded by distributions.load_samples only for such a path)."""
+"""Reading sample values from .pt/.pth files (loaded by fewbit_design.samples only for such a path)."""
 
 import pickle
 
