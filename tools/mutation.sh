@@ -30,7 +30,7 @@ py=${PYTHON:-python}
 declare -A SRC TESTS SELECT
 SRC[dp]=fewbit_design/dp.py
 TESTS[dp]="tests/test_dp.py"
-SELECT[dp]="not quadratic_dp and (cut_positions or step_function or equals or fooled or mutant)"
+SELECT[dp]="not quadratic_dp and (cut_positions or step_function or equals or fooled or mutant or optimal_runs)"
 SRC[refine]=fewbit_design/refine.py
 TESTS[refine]="tests/test_refine.py"
 SELECT[refine]=""
