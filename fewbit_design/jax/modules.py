@@ -78,6 +78,7 @@ MODULES = {name: _make(name) for name in REGISTRY if name in JAX_FORWARD}
 globals().update({cls.__name__: cls for cls in MODULES.values()})
 __all__ += [cls.__name__ for cls in MODULES.values()]
 
+
 def _jax_function(path: str):
     """The function at a dotted path ("jax.nn.gelu"), or None where this jax or flax lacks it."""
     owner, _, attr = path.rpartition(".")
