@@ -1,7 +1,11 @@
-"""Activation registry (input step): name -> f, its derivative f', the kinks of f' and the parameters.
+"""Activation registry (input step): one entry per activation, and everything known about it.
 
+An entry holds f and f' (numpy, float64), the kinks of f', the parameters and their defaults,
+the aliases, the torch and jax forwards, the torch.nn and flax module names and arguments, the
+transformers names and the fused-kernel flags. The runtimes, convert's maps and ``fewbit-design
+list`` are derived from it: adding an activation is one entry here (and its tests).
 Defaults and the value of f' at a kink follow torch.nn and torch.autograd (float64).
-Every f' here is evaluated stably: no overflow and no NaN for any finite x.
+Every f' here is evaluated stably (the pieces are in activation_math.py).
 """
 
 from __future__ import annotations
@@ -18,101 +22,13 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from . import activation_math as m
 from .errors import FewbitError
 from .labels import format_params, label
 
 __all__ = ["Activation", "ActivationSpec", "REGISTRY", "get_activation", "parse_params"]
 
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
-_GELU_TANH_A, _GELU_TANH_B = math.sqrt(2.0 / math.pi), 0.044715
-QUICK_GELU_K = 1.702          # x·σ(kx): the designer and the runtime (torch/reference.py) use this one
-
-
-# ---------------------------------------------------------------- stable elementwise pieces
-
-def _ndtr(x):
-    """Φ(x) elementwise; numba (in special.py) is imported when GELU is first evaluated."""
-    from .special import ndtr
-
-    return ndtr(x)
-
-
-def _clip40(x):
-    # np.clip's value, at a third of its call overhead (df runs ~150 times per design)
-    return np.minimum(np.maximum(x, -40.0), 40.0)
-
-
-def _normal_pdf(x):
-    x = _clip40(x)  # φ(40) underflows to 0 anyway; avoids x² overflow
-    return np.exp(-0.5 * x * x) * 0.3989422804014327
-
-
-def _sigmoid(x):
-    e = np.exp(-np.abs(x))  # in (0, 1]: never overflows
-    return np.where(x >= 0, 1.0, e) / (1.0 + e)
-
-
-def _sigmoid_prime(x):
-    e = np.exp(-np.abs(x))  # σ(x)σ(-x) = e / (1 + e)², symmetric in x
-    return e / (1.0 + e) ** 2
-
-
-def _softplus(x):
-    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
-
-
-def _sech2(x):
-    e = np.exp(-2.0 * np.abs(x))  # 1 − tanh² x without cancellation
-    return 4.0 * e / (1.0 + e) ** 2
-
-
-def _gelu_tanh_2u(x):
-    x = np.clip(x, -1e3, 1e3)  # σ(2u) saturates long before; avoids x³ overflow
-    return 2.0 * _GELU_TANH_A * (x + _GELU_TANH_B * x**3), x
-
-
-def _gelu_tanh_df(x):
-    # f = x·σ(2u) since (1 + tanh u)/2 = σ(2u); f' = σ(2u) + 2x·u'·σ(2u)σ(−2u)
-    two_u, x = _gelu_tanh_2u(x)
-    two_du = 2.0 * _GELU_TANH_A * (1.0 + 3.0 * _GELU_TANH_B * x * x)
-    return _sigmoid(two_u) + x * two_du * _sigmoid_prime(two_u)
-
-
-def _mish_parts(x):
-    # t = tanh(softplus x) as a ratio of exponentials in e = exp(−|x|); returns t and 1 − t
-    e = np.exp(-np.abs(x))
-    pos = x >= 0
-    den = np.where(pos, 1.0 + 2.0 * e + 2.0 * e * e, e * e + 2.0 * e + 2.0)
-    t = np.where(pos, 1.0 + 2.0 * e, e * (e + 2.0)) / den
-    return t, np.where(pos, 2.0 * e * e, 2.0) / den
-
-
-def _mish_df(x):
-    t, one_minus_t = _mish_parts(x)
-    return t + x * (one_minus_t * (1.0 + t)) * _sigmoid(x)
-
-
-def _softplus_f(x, beta, threshold):
-    bx = beta * x  # torch: linear where beta·x > threshold
-    return np.where(bx > threshold, x, _softplus(bx) / beta)
-
-
-def _softplus_df(x, beta, threshold):
-    bx = beta * x
-    return np.where(bx > threshold, 1.0, _sigmoid(bx))
-
-
-def _elu_f(x, alpha):
-    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
-
-
-def _elu_df(x, alpha):
-    return np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0.0)))  # f'(0) = alpha (torch)
-
-
-def _hardswish_df(x):
-    return np.where(x >= 3.0, 1.0, np.where(x > -3.0, x / 3.0 + 0.5, 0.0))  # torch: 0 at −3, 1 at 3
+QUICK_GELU_K = 1.702          # x·σ(kx): f, f' and both runtimes' forwards below use this one
 
 
 # ---------------------------------------------------------------- registry
@@ -123,7 +39,11 @@ def _fixed(*points):
 
 @dataclass(frozen=True)
 class ActivationSpec:
-    """A registry entry: an activation family and its parameters.
+    """A registry entry: one activation family and everything the package knows about it.
+
+    Modules, convert's maps, the kernels' flags, both runtimes' forwards and ``fewbit-design
+    list`` are derived from these entries; tests/test_registry.py checks them against torch.nn
+    and transformers.
 
     Attributes
     ----------
@@ -132,7 +52,34 @@ class ActivationSpec:
     doc : str
         One-line description.
     defaults : dict of str to float
-        Parameter defaults, as in ``torch.nn``.
+        Parameter defaults, as in ``torch.nn`` (the keywords of f, f' and both forwards).
+    aliases : tuple of str
+        Other names `get_activation` takes.
+    torch_forward, jax_forward : callable or None
+        ``(F, x, **params) -> y`` with ``F = torch.nn.functional``, bit for bit what torch.nn
+        computes; ``(jax, x, **params) -> y`` with the ``jax`` module. The framework is passed
+        in at call time, so the registry imports neither.
+    module, module_doc : str or None
+        The torch module's class name (torch.nn's spelling, ``fewbit_design.torch.<module>``)
+        and its docstring's first clause (given by the class's first entry).
+    select : dict
+        Constructor arguments (torch.nn's attribute names) that pick this entry among the
+        entries of one class: GELU's ``approximate``.
+    inplace : bool
+        Whether the constructor takes torch.nn's ``inplace`` (accepted, ignored).
+    in_torch_nn : bool
+        Whether torch.nn has the class (convert swaps its instances).
+    jax_module : str or None
+        The flax module's class name (default `module`).
+    jax_functions : tuple of str
+        Dotted paths of jax functions that compute it (jax.swap_activations swaps them);
+        `jax_select` holds their keyword values that pick this entry.
+    hf_classes, hf_keys : tuple of str
+        transformers.activations class names that compute it (convert matches them by name),
+        and the ACT2FN keys whose module computes it.
+    fused, fused_param : int, str or None
+        ACT id of the fused Triton forward (triton_kernels._activation; 0: y comes from torch),
+        and the one parameter that kernel takes.
     """
 
     name: str
@@ -143,69 +90,154 @@ class ActivationSpec:
     _kinks: Callable = field(default=_fixed(), repr=False)  # kinks(**params) -> x where f' is not smooth
     _jumps: Callable = field(default=_fixed(), repr=False)  # jumps(**params) -> x where f' is discontinuous
     _check: Callable = field(default=lambda **p: None, repr=False)  # -> message or None
+    aliases: tuple[str, ...] = ()
+    torch_forward: Callable | None = field(default=None, repr=False)
+    jax_forward: Callable | None = field(default=None, repr=False)
+    module: str | None = None
+    module_doc: str = ""
+    select: dict = field(default_factory=dict)
+    inplace: bool = True
+    in_torch_nn: bool = True
+    jax_module: str | None = None
+    jax_functions: tuple[str, ...] = ()
+    jax_select: dict = field(default_factory=dict)
+    hf_classes: tuple[str, ...] = ()
+    hf_keys: tuple[str, ...] = ()
+    fused: int = 0
+    fused_param: str | None = None
+
+    def __post_init__(self):
+        if self.jax_module is None:
+            object.__setattr__(self, "jax_module", self.module)
 
 
-def _spec(name, doc, f, df, defaults=None, kinks=_fixed(), jumps=_fixed(), check=lambda **p: None):
-    return ActivationSpec(name, doc, dict(defaults or {}), f, df, kinks, jumps, check)
+def _spec(name, doc, f, df, defaults=None, kinks=_fixed(), jumps=_fixed(), check=lambda **p: None, **rest):
+    return ActivationSpec(name, doc, dict(defaults or {}), f, df, kinks, jumps, check, **rest)
+
+
+def _positive(key):
+    return lambda **p: None if p[key] > 0 else f"{key} must be > 0"
 
 
 _SPECS = [
     _spec("relu", "max(0, x)", lambda x: np.maximum(x, 0.0),
-          lambda x: np.where(x > 0, 1.0, 0.0), kinks=_fixed(0.0), jumps=_fixed(0.0)),
+          lambda x: np.where(x > 0, 1.0, 0.0), kinks=_fixed(0.0), jumps=_fixed(0.0),
+          torch_forward=lambda F, x: F.relu(x), jax_forward=lambda jax, x: jax.nn.relu(x),
+          module="ReLU", module_doc="max(0, x)", jax_functions=("jax.nn.relu",), hf_keys=("relu",), fused=1),
     _spec("leaky_relu", "x for x > 0, negative_slope·x below",
           lambda x, negative_slope: np.where(x > 0, x, negative_slope * x),
           lambda x, negative_slope: np.where(x > 0, 1.0, negative_slope), {"negative_slope": 0.01},
           kinks=lambda negative_slope: () if negative_slope == 1 else (0.0,),
-          jumps=lambda negative_slope: () if negative_slope == 1 else (0.0,)),
-    _spec("elu", "x for x > 0, alpha·(exp x − 1) below", _elu_f, _elu_df, {"alpha": 1.0},
-          kinks=_fixed(0.0), jumps=lambda alpha: () if alpha == 1 else (0.0,)),
+          jumps=lambda negative_slope: () if negative_slope == 1 else (0.0,),
+          torch_forward=lambda F, x, negative_slope: F.leaky_relu(x, negative_slope),
+          jax_forward=lambda jax, x, negative_slope: jax.nn.leaky_relu(x, negative_slope),
+          module="LeakyReLU", module_doc="x for x > 0, negative_slope * x below",
+          jax_functions=("jax.nn.leaky_relu",), hf_keys=("leaky_relu",), fused=7, fused_param="negative_slope"),
+    _spec("elu", "x for x > 0, alpha·(exp x − 1) below", m.elu_f, m.elu_df, {"alpha": 1.0},
+          kinks=_fixed(0.0), jumps=lambda alpha: () if alpha == 1 else (0.0,),
+          torch_forward=lambda F, x, alpha: F.elu(x, alpha), jax_forward=lambda jax, x, alpha: jax.nn.elu(x, alpha),
+          module="ELU", module_doc="x for x > 0, alpha * (exp(x) - 1) below", jax_functions=("jax.nn.elu",)),
     _spec("celu", "x for x > 0, alpha·(exp(x/alpha) − 1) below",
           lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0) / alpha)),
           lambda x, alpha: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0) / alpha)), {"alpha": 1.0},
-          kinks=_fixed(0.0), check=lambda alpha: None if alpha > 0 else "alpha must be > 0"),
+          kinks=_fixed(0.0), check=_positive("alpha"),
+          torch_forward=lambda F, x, alpha: F.celu(x, alpha), jax_forward=lambda jax, x, alpha: jax.nn.celu(x, alpha),
+          module="CELU", module_doc="x for x > 0, alpha * (exp(x / alpha) - 1) below", jax_functions=("jax.nn.celu",)),
     _spec("selu", "scale·elu(x, alpha) with torch's constants",
-          lambda x: _SELU_SCALE * _elu_f(x, _SELU_ALPHA),
-          lambda x: _SELU_SCALE * _elu_df(x, _SELU_ALPHA), kinks=_fixed(0.0), jumps=_fixed(0.0)),
-    _spec("gelu", "x·Φ(x) (erf form)", lambda x: x * _ndtr(x),
-          lambda x: _ndtr(x) + _clip40(x) * _normal_pdf(x)),
+          lambda x: m.SELU_SCALE * m.elu_f(x, m.SELU_ALPHA),
+          lambda x: m.SELU_SCALE * m.elu_df(x, m.SELU_ALPHA), kinks=_fixed(0.0), jumps=_fixed(0.0),
+          torch_forward=lambda F, x: F.selu(x), jax_forward=lambda jax, x: jax.nn.selu(x),
+          module="SELU", module_doc="scale * elu(x, alpha) with torch's constants", jax_functions=("jax.nn.selu",)),
+    _spec("gelu", "x·Φ(x) (erf form)", lambda x: x * m.ndtr(x),
+          lambda x: m.ndtr(x) + m.clip40(x) * m.normal_pdf(x), aliases=("gelu_erf",),
+          torch_forward=lambda F, x: F.gelu(x), jax_forward=lambda jax, x: jax.nn.gelu(x, approximate=False),
+          module="GELU", module_doc="x * Phi(x), or its tanh approximation with ``approximate='tanh'``",
+          select={"approximate": "none"}, inplace=False,
+          jax_functions=("jax.nn.gelu",), jax_select={"approximate": False},
+          hf_classes=("GELUActivation",), hf_keys=("gelu", "gelu_python"), fused=2),
     _spec("gelu_tanh", "x·(1 + tanh(√(2/π)(x + 0.044715x³)))/2 (torch approximate='tanh')",
-          lambda x: x * _sigmoid(_gelu_tanh_2u(x)[0]), _gelu_tanh_df),
-    _spec("silu", "x·σ(x)", lambda x: x * _sigmoid(x),
-          lambda x: _sigmoid(x) + x * _sigmoid_prime(x)),
-    _spec("mish", "x·tanh(softplus x)", lambda x: x * _mish_parts(x)[0], _mish_df),
+          m.gelu_tanh_f, m.gelu_tanh_df, aliases=("gelu_new",),
+          torch_forward=lambda F, x: F.gelu(x, approximate="tanh"),
+          jax_forward=lambda jax, x: jax.nn.gelu(x, approximate=True),
+          module="GELU", select={"approximate": "tanh"}, inplace=False, jax_module="GELUTanh",
+          jax_functions=("jax.nn.gelu",), jax_select={"approximate": True},
+          hf_classes=("NewGELUActivation", "GELUTanh", "PytorchGELUTanh", "FastGELUActivation",
+                      "AccurateGELUActivation"),
+          hf_keys=("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate"), fused=3),
+    _spec("silu", "x·σ(x)", lambda x: m.x_sigmoid_kx(x, 1.0), lambda x: m.x_sigmoid_kx_df(x, 1.0),
+          aliases=("swish",), torch_forward=lambda F, x: F.silu(x), jax_forward=lambda jax, x: jax.nn.silu(x),
+          module="SiLU", module_doc="x * sigmoid(x)", jax_functions=("jax.nn.silu", "jax.nn.swish"),
+          hf_classes=("SiLUActivation",), hf_keys=("silu", "swish"), fused=4),
+    _spec("mish", "x·tanh(softplus x)", m.mish_f, m.mish_df,
+          torch_forward=lambda F, x: F.mish(x), jax_forward=lambda jax, x: jax.nn.mish(x),
+          module="Mish", module_doc="x * tanh(softplus(x))", jax_functions=("jax.nn.mish",),
+          hf_classes=("MishActivation",), hf_keys=("mish",)),
     _spec("softplus", "log(1 + exp(beta·x))/beta, x where beta·x > threshold",
-          _softplus_f, _softplus_df, {"beta": 1.0, "threshold": 20.0},
+          m.softplus_f, m.softplus_df, {"beta": 1.0, "threshold": 20.0},
           kinks=lambda beta, threshold: (threshold / beta,),
-          jumps=lambda beta, threshold: (threshold / beta,),
-          check=lambda beta, threshold: None if beta > 0 else "beta must be > 0"),
-    _spec("sigmoid", "σ(x) = 1/(1 + exp(−x))", _sigmoid, _sigmoid_prime),
-    _spec("tanh", "tanh x", np.tanh, _sech2),
+          jumps=lambda beta, threshold: (threshold / beta,), check=_positive("beta"),
+          torch_forward=lambda F, x, beta, threshold: F.softplus(x, beta, threshold),
+          # torch's form, linear where beta·x > threshold (jax.nn.softplus has no threshold: not swapped)
+          jax_forward=lambda jax, x, beta, threshold: jax.numpy.where(
+              beta * x > threshold, x, jax.nn.softplus(beta * x) / beta),
+          module="Softplus", module_doc="log(1 + exp(beta * x)) / beta, x where beta * x > threshold", inplace=False),
+    _spec("sigmoid", "σ(x) = 1/(1 + exp(−x))", m.sigmoid, m.sigmoid_prime,
+          torch_forward=lambda F, x: x.sigmoid(), jax_forward=lambda jax, x: jax.nn.sigmoid(x),
+          module="Sigmoid", module_doc="1 / (1 + exp(-x))", inplace=False, jax_functions=("jax.nn.sigmoid",),
+          hf_keys=("sigmoid",), fused=5),
+    _spec("tanh", "tanh x", np.tanh, m.sech2,
+          torch_forward=lambda F, x: x.tanh(), jax_forward=lambda jax, x: jax.numpy.tanh(x),
+          module="Tanh", module_doc="tanh(x)", inplace=False, jax_functions=("jax.numpy.tanh", "flax.nnx.tanh"),
+          hf_keys=("tanh",), fused=6),
     _spec("hardtanh", "x clipped to [min_val, max_val]",
           lambda x, min_val, max_val: np.clip(x, min_val, max_val),
           lambda x, min_val, max_val: np.where((x > min_val) & (x < max_val), 1.0, 0.0),
           {"min_val": -1.0, "max_val": 1.0},
           kinks=lambda min_val, max_val: (min_val, max_val),
           jumps=lambda min_val, max_val: (min_val, max_val),
-          check=lambda min_val, max_val: None if min_val < max_val else "min_val must be < max_val"),
+          check=lambda min_val, max_val: None if min_val < max_val else "min_val must be < max_val",
+          torch_forward=lambda F, x, min_val, max_val: F.hardtanh(x, min_val, max_val),
+          jax_forward=lambda jax, x, min_val, max_val: jax.numpy.clip(x, min_val, max_val),
+          module="Hardtanh", module_doc="x clipped to [min_val, max_val]", jax_functions=("jax.nn.hard_tanh",)),
     _spec("hardsigmoid", "0 below −3, x/6 + 1/2, 1 above 3", lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
           lambda x: np.where((x > -3.0) & (x < 3.0), 1.0 / 6.0, 0.0),
-          kinks=_fixed(-3.0, 3.0), jumps=_fixed(-3.0, 3.0)),
+          kinks=_fixed(-3.0, 3.0), jumps=_fixed(-3.0, 3.0),
+          torch_forward=lambda F, x: F.hardsigmoid(x), jax_forward=lambda jax, x: jax.nn.hard_sigmoid(x),
+          module="Hardsigmoid", module_doc="clip(x / 6 + 1/2, 0, 1)", jax_functions=("jax.nn.hard_sigmoid",)),
     _spec("hardswish", "x·hardsigmoid(x)", lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
-          _hardswish_df, kinks=_fixed(-3.0, 3.0), jumps=_fixed(-3.0, 3.0)),
+          m.hardswish_df, kinks=_fixed(-3.0, 3.0), jumps=_fixed(-3.0, 3.0),
+          torch_forward=lambda F, x: F.hardswish(x), jax_forward=lambda jax, x: jax.nn.hard_swish(x),
+          module="Hardswish", module_doc="x * hardsigmoid(x)", jax_functions=("jax.nn.hard_swish",),
+          hf_keys=("hardswish",)),
     _spec("relu6", "min(max(0, x), 6)", lambda x: np.clip(x, 0.0, 6.0),
-          lambda x: np.where((x > 0.0) & (x < 6.0), 1.0, 0.0), kinks=_fixed(0.0, 6.0), jumps=_fixed(0.0, 6.0)),
+          lambda x: np.where((x > 0.0) & (x < 6.0), 1.0, 0.0), kinks=_fixed(0.0, 6.0), jumps=_fixed(0.0, 6.0),
+          torch_forward=lambda F, x: F.relu6(x), jax_forward=lambda jax, x: jax.nn.relu6(x),
+          module="ReLU6", module_doc="min(max(0, x), 6)", jax_functions=("jax.nn.relu6",), hf_keys=("relu6",)),
     _spec("softsign", "x/(1 + |x|)", lambda x: x / (1.0 + np.abs(x)),
-          lambda x: (1.0 / (1.0 + np.abs(x))) ** 2, kinks=_fixed(0.0)),
-    _spec("logsigmoid", "log σ(x)", lambda x: -_softplus(-x), lambda x: _sigmoid(-x)),
-    _spec("tanhshrink", "x − tanh x", lambda x: x - np.tanh(x), lambda x: np.tanh(x) ** 2),
-    _spec("quick_gelu", "x·σ(1.702x)", lambda x: x * _sigmoid(QUICK_GELU_K * x),
-          lambda x: _sigmoid(QUICK_GELU_K * x) + QUICK_GELU_K * x * _sigmoid_prime(QUICK_GELU_K * x)),
+          lambda x: (1.0 / (1.0 + np.abs(x))) ** 2, kinks=_fixed(0.0),
+          torch_forward=lambda F, x: F.softsign(x), jax_forward=lambda jax, x: jax.nn.soft_sign(x),
+          module="Softsign", module_doc="x / (1 + |x|)", inplace=False, jax_functions=("jax.nn.soft_sign",)),
+    _spec("logsigmoid", "log σ(x)", lambda x: -m.softplus(-x), lambda x: m.sigmoid(-x),
+          torch_forward=lambda F, x: F.logsigmoid(x), jax_forward=lambda jax, x: jax.nn.log_sigmoid(x),
+          module="LogSigmoid", module_doc="log(sigmoid(x))", inplace=False, jax_functions=("jax.nn.log_sigmoid",)),
+    _spec("tanhshrink", "x − tanh x", lambda x: x - np.tanh(x), lambda x: np.tanh(x) ** 2,
+          torch_forward=lambda F, x: F.tanhshrink(x), jax_forward=lambda jax, x: x - jax.numpy.tanh(x),
+          module="Tanhshrink", module_doc="x - tanh(x)", inplace=False),
+    _spec("quick_gelu", "x·σ(1.702x)", lambda x: m.x_sigmoid_kx(x, QUICK_GELU_K),
+          lambda x: m.x_sigmoid_kx_df(x, QUICK_GELU_K),
+          torch_forward=lambda F, x: x * (QUICK_GELU_K * x).sigmoid(),
+          jax_forward=lambda jax, x: x * jax.nn.sigmoid(QUICK_GELU_K * x),
+          module="QuickGELU", module_doc="x * sigmoid(1.702 x) (CLIP, Hugging Face ``quick_gelu``)",
+          inplace=False, in_torch_nn=False, hf_classes=("QuickGELUActivation",), hf_keys=("quick_gelu",)),
     _spec("squared_relu", "max(0, x)²", lambda x: np.maximum(x, 0.0) ** 2,
-          lambda x: 2.0 * np.maximum(x, 0.0), kinks=_fixed(0.0)),
+          lambda x: 2.0 * np.maximum(x, 0.0), kinks=_fixed(0.0),
+          torch_forward=lambda F, x: F.relu(x).square(), jax_forward=lambda jax, x: jax.numpy.square(jax.nn.relu(x)),
+          module="SquaredReLU", module_doc="relu(x)**2 (Primer, Hugging Face ``relu2``)", inplace=False,
+          in_torch_nn=False, hf_classes=("ReLUSquaredActivation",), hf_keys=("relu2",)),
 ]
 
 REGISTRY: dict[str, ActivationSpec] = {spec.name: spec for spec in _SPECS}
-_ALIASES = {"swish": "silu", "gelu_erf": "gelu", "gelu_new": "gelu_tanh"}
+_ALIASES = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
 
 
 # ---------------------------------------------------------------- bound activations

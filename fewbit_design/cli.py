@@ -266,7 +266,8 @@ def list_cmd():
     click.echo("Activations (fewbit-design NAME --bits B [--param K=V]):")
     for name, spec in REGISTRY.items():
         params = format_params(spec.defaults)
-        click.echo(f"  {name:<14} {spec.doc}{'  [' + params + ']' if params else ''}")
+        aliases = f"  (also {', '.join(spec.aliases)})" if spec.aliases else ""
+        click.echo(f"  {name:<14} {spec.doc}{'  [' + params + ']' if params else ''}{aliases}")
     click.echo("  module:function[:derivative]  a custom vectorised numpy activation")
     click.echo("")
     click.echo("Distributions (--dist SPEC):")

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..activations import QUICK_GELU_K
+from ..activations import REGISTRY
 from ..table import Table
 from .packing import pack_codes, unpack_codes
 from .tables import as_table, table_constants
@@ -26,35 +26,9 @@ from .tables import as_table, table_constants
 __all__ = ["fewbit_activation", "JAX_FORWARD", "jax_activation", "encode"]
 
 
-def _softplus(x, beta, threshold):
-    bx = beta * x   # torch's form: linear where beta·x > threshold
-    return jnp.where(bx > threshold, x, jax.nn.softplus(bx) / beta)
-
-
 # registry name -> f(x, **params) with jax's own ops
-JAX_FORWARD = {
-    "relu": jax.nn.relu,
-    "leaky_relu": lambda x, negative_slope: jax.nn.leaky_relu(x, negative_slope),
-    "elu": lambda x, alpha: jax.nn.elu(x, alpha),
-    "celu": lambda x, alpha: jax.nn.celu(x, alpha),
-    "selu": jax.nn.selu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "silu": jax.nn.silu,
-    "mish": jax.nn.mish,
-    "softplus": _softplus,
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "hardtanh": lambda x, min_val, max_val: jnp.clip(x, min_val, max_val),
-    "hardsigmoid": jax.nn.hard_sigmoid,
-    "hardswish": jax.nn.hard_swish,
-    "relu6": jax.nn.relu6,
-    "softsign": jax.nn.soft_sign,
-    "logsigmoid": jax.nn.log_sigmoid,
-    "tanhshrink": lambda x: x - jnp.tanh(x),
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(QUICK_GELU_K * x),
-    "squared_relu": lambda x: jnp.square(jax.nn.relu(x)),
-}
+JAX_FORWARD = {spec.name: functools.partial(spec.jax_forward, jax)
+               for spec in REGISTRY.values() if spec.jax_forward is not None}
 
 _DOUBLE_BACKWARD = (
     "second-order differentiation through a few-bit activation ({name}) is not supported: only a "

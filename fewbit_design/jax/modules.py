@@ -8,6 +8,8 @@ registry (fewbit_design/activations.py), and a swap of activation-function attri
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 
 from flax import nnx
 
@@ -17,16 +19,6 @@ from .functional import JAX_FORWARD, fewbit_activation
 from .tables import resolve_table
 
 __all__ = ["FewbitActivation", "MODULES", "swap_activations"]
-
-# registry name -> class name (torch.nn's spelling where there is one)
-CLASS_NAMES = {
-    "relu": "ReLU", "leaky_relu": "LeakyReLU", "elu": "ELU", "celu": "CELU", "selu": "SELU",
-    "gelu": "GELU", "gelu_tanh": "GELUTanh", "silu": "SiLU", "mish": "Mish", "softplus": "Softplus",
-    "sigmoid": "Sigmoid", "tanh": "Tanh", "hardtanh": "Hardtanh", "hardsigmoid": "Hardsigmoid",
-    "hardswish": "Hardswish", "relu6": "ReLU6", "softsign": "Softsign", "logsigmoid": "LogSigmoid",
-    "tanhshrink": "Tanhshrink", "quick_gelu": "QuickGELU", "squared_relu": "SquaredReLU",
-}
-
 
 class _Static:
     """A Table held as static module data: hashed and compared by identity (Table is unhashable)."""
@@ -76,7 +68,7 @@ class FewbitActivation(nnx.Module):
 
 def _make(name: str) -> type:
     spec = REGISTRY[name]
-    cls = type(CLASS_NAMES[name], (FewbitActivation,),
+    cls = type(spec.jax_module, (FewbitActivation,),
                {"activation": name, "__doc__": f"{spec.doc}, with a few-bit backward "
                 f"(parameters: {', '.join(spec.defaults) or 'none'}).", "__module__": __name__})
     return cls
@@ -86,46 +78,52 @@ MODULES = {name: _make(name) for name in REGISTRY if name in JAX_FORWARD}
 globals().update({cls.__name__: cls for cls in MODULES.values()})
 __all__ += [cls.__name__ for cls in MODULES.values()]
 
-def _swap_targets() -> dict:
-    """jax function -> (registry name, its jax keyword -> registry parameter), for attributes
-    called as act(x): jax's defaults decide (jax.nn.gelu is approximate=True: gelu_tanh)."""
-    import jax
 
-    nn = jax.nn
-    plain = {"relu": nn.relu, "selu": nn.selu, "silu": nn.silu, "mish": nn.mish, "sigmoid": nn.sigmoid,
-             "tanh": jax.numpy.tanh, "hardsigmoid": nn.hard_sigmoid, "hardswish": nn.hard_swish,
-             "relu6": nn.relu6, "softsign": nn.soft_sign, "logsigmoid": nn.log_sigmoid, "hardtanh": nn.hard_tanh}
-    out = {fn: (name, {}) for name, fn in plain.items()}
-    out[nn.swish] = ("silu", {})
-    out[nn.leaky_relu] = ("leaky_relu", {"negative_slope": "negative_slope"})
-    out[nn.elu] = ("elu", {"alpha": "alpha"})
-    out[nn.celu] = ("celu", {"alpha": "alpha"})
-    out[nn.gelu] = ("gelu_tanh", {})      # approximate=False (a partial) is erf GELU, below
-    if getattr(nnx, "tanh", None) is not None:
-        out.setdefault(nnx.tanh, ("tanh", {}))
+def _jax_function(path: str):
+    """The function at a dotted path ("jax.nn.gelu"), or None where this jax or flax lacks it."""
+    owner, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(owner), attr, None)
+    except ImportError:
+        return None
+
+
+def _swap_targets() -> dict:
+    """jax function -> the registry entries it computes (their `jax_functions`), for attributes
+    called as act(x)."""
+    out: dict = {}
+    for spec in REGISTRY.values():
+        for path in spec.jax_functions:
+            fn = _jax_function(path)
+            if fn is not None and spec not in out.setdefault(fn, []):
+                out[fn].append(spec)
     return out
 
 
 def _target(value, targets: dict):
-    """(registry name, params) that `value` computes, or None (jax.nn.softplus has no torch
-    threshold, so it is not a registry softplus)."""
+    """(registry name, params) that `value` computes, or None. A keyword the function takes
+    that is a registry parameter is passed on; one in the entries' `jax_select` picks the entry,
+    jax's default deciding where it is not given (jax.nn.gelu is approximate=True: gelu_tanh)."""
     fn, kwargs = value, {}
     if isinstance(value, functools.partial):
         if value.args:
             return None
         fn, kwargs = value.func, dict(value.keywords)
     try:
-        hit = targets.get(fn)
+        entries = targets.get(fn)
     except TypeError:      # unhashable attribute
         return None
-    if hit is None:
+    if entries is None:
         return None
-    name, names = hit
-    if name == "gelu_tanh" and "approximate" in kwargs:   # only jax.nn.gelu maps there
-        name = "gelu_tanh" if kwargs.pop("approximate") else "gelu"
-    if set(kwargs) - set(names):
+    try:
+        taken = inspect.signature(fn).parameters
+    except (TypeError, ValueError):    # no signature to read: no keyword is taken
+        taken = {}
+    chosen = {k: kwargs.pop(k, taken[k].default) for k in entries[0].jax_select}
+    spec = next((e for e in entries if e.jax_select == chosen), None)
+    if spec is None or set(kwargs) - (set(spec.defaults) & set(taken)):
         return None
-    return name, {names[k]: float(v) for k, v in kwargs.items()}
+    return spec.name, {k: float(v) for k, v in kwargs.items()}
 
 
 def swap_activations(model: nnx.Module, *, bits: int = 3, tables: dict | None = None) -> list[str]:

@@ -4,59 +4,46 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable
 
 from torch import nn
 
+from ..activations import REGISTRY
 from ..errors import FewbitError
 from .modules import FewbitActivation, canonical_name, make_module
 from .tables import load_table
 
 __all__ = ["convert", "unconvert", "activation_of", "convertible"]
 
-# exact torch.nn type -> (registry name, params) of an instance
-_TORCH_TYPES: dict[type, Callable] = {
-    nn.ReLU: lambda m: ("relu", {}),
-    nn.LeakyReLU: lambda m: ("leaky_relu", {"negative_slope": m.negative_slope}),
-    nn.ELU: lambda m: ("elu", {"alpha": m.alpha}),
-    nn.CELU: lambda m: ("celu", {"alpha": m.alpha}),
-    nn.SELU: lambda m: ("selu", {}),
-    nn.GELU: lambda m: ("gelu_tanh" if m.approximate == "tanh" else "gelu", {}),
-    nn.SiLU: lambda m: ("silu", {}),
-    nn.Mish: lambda m: ("mish", {}),
-    nn.Softplus: lambda m: ("softplus", {"beta": m.beta, "threshold": m.threshold}),
-    nn.Sigmoid: lambda m: ("sigmoid", {}),
-    nn.Tanh: lambda m: ("tanh", {}),
-    nn.Hardtanh: lambda m: ("hardtanh", {"min_val": m.min_val, "max_val": m.max_val}),
-    nn.Hardsigmoid: lambda m: ("hardsigmoid", {}),
-    nn.Hardswish: lambda m: ("hardswish", {}),
-    nn.ReLU6: lambda m: ("relu6", {}),
-    nn.Softsign: lambda m: ("softsign", {}),
-    nn.LogSigmoid: lambda m: ("logsigmoid", {}),
-    nn.Tanhshrink: lambda m: ("tanhshrink", {}),
-}
+
+def _torch_types() -> dict:
+    """exact torch.nn type -> its registry entries (GELU: gelu and gelu_tanh, told apart by `select`)."""
+    out: dict[type, list] = {}
+    for spec in REGISTRY.values():
+        if spec.module is not None and spec.in_torch_nn:
+            out.setdefault(getattr(nn, spec.module), []).append(spec)
+    return out
+
+
+_TORCH_TYPES = _torch_types()
 
 # Hugging Face transformers.activations class name -> registry name (matched by name, so
 # transformers is never imported). The tanh-GELU formulas differ from F.gelu(tanh) in the
 # last bits; GELUActivation(use_gelu_python=True) likewise differs from F.gelu.
-_HF_NAMES = {
-    "GELUActivation": "gelu",
-    "NewGELUActivation": "gelu_tanh",
-    "GELUTanh": "gelu_tanh",
-    "PytorchGELUTanh": "gelu_tanh",
-    "FastGELUActivation": "gelu_tanh",
-    "AccurateGELUActivation": "gelu_tanh",
-    "QuickGELUActivation": "quick_gelu",
-    "SiLUActivation": "silu",
-    "MishActivation": "mish",
-    "ReLUSquaredActivation": "squared_relu",
-}
+_HF_NAMES = {hf: spec.name for spec in REGISTRY.values() for hf in spec.hf_classes}
+
+
+def _torch_spec(entries):
+    """(module -> (registry name, params) or None) for a torch.nn class: the entry its attributes select."""
+    def spec(module):
+        entry = next((e for e in entries if all(getattr(module, k) == v for k, v in e.select.items())), None)
+        return None if entry is None else (entry.name, {k: getattr(module, k) for k in entry.defaults})
+    return spec
 
 
 def _known(kind: type):
     """(spec function, the known class) for a torch.nn or Hugging Face activation class, else None."""
     if kind in _TORCH_TYPES:
-        return _TORCH_TYPES[kind], kind
+        return _torch_spec(_TORCH_TYPES[kind]), kind
     if kind.__name__ in _HF_NAMES and kind.__module__.startswith("transformers"):
         name = _HF_NAMES[kind.__name__]
         return (lambda m: (name, {})), kind

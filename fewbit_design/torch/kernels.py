@@ -28,6 +28,7 @@ import os
 
 import torch
 
+from ..activations import REGISTRY
 from .lut import bracket, code_lut, padded
 from ..table import check_bits
 from .packing import packed_nbytes
@@ -38,13 +39,12 @@ from .triton_kernels import _fewbit_backward_kernel, _fewbit_forward_kernel, tri
 __all__ = ["fused_forward", "fused_backward", "fused_y_exact", "triton_available", "FUSED_ACTIVATIONS",
            "KernelConfig", "DEFAULT_CONFIG"]
 
-# activation name -> ACT id of the forward kernel (0: y is computed by torch, not here)
-FUSED_ACTIVATIONS = {"relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4, "sigmoid": 5, "tanh": 6,
-                     "leaky_relu": 7}
+# activation name -> ACT id of the forward kernel (the registry's `fused`; 0: y is computed by torch)
+FUSED_ACTIVATIONS = {spec.name: spec.fused for spec in REGISTRY.values() if spec.fused}
 # ACT ids whose formula calls libdevice (erf, exp, tanh, div_rn)
 _LIBDEVICE_ACTS = (2, 3, 4, 5, 6)
-# the one float parameter an activation passes to the kernel
-_ACT_PARAM = {"leaky_relu": "negative_slope"}
+# the one float parameter an activation passes to the kernel (the registry's `fused_param`)
+_ACT_PARAM = {spec.name: spec.fused_param for spec in REGISTRY.values() if spec.fused_param}
 
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _LUT_DTYPES = (torch.float16, torch.bfloat16)
@@ -203,7 +203,7 @@ def fused_forward(x: torch.Tensor, bounds32: torch.Tensor, code_map: torch.Tenso
     act : str or None
         A key of FUSED_ACTIVATIONS to compute y = f(x) in the kernel; None computes only codes.
     params : dict, optional
-        The activation's parameters (leaky_relu: negative_slope).
+        The activation's parameters (the kernel reads the registry's `fused_param`).
     config : KernelConfig, optional
         Launch settings and the bits from which a table replaces the search (same bytes).
 

@@ -1,5 +1,6 @@
 """Runtime step, nn.Module wrappers: the torch.nn activations with a few-bit backward.
 
+One class per torch module name in the registry (activations.py), generated from its entries.
 Each takes the torch.nn constructor arguments (``inplace`` is accepted and ignored: the
 input is never overwritten) plus keyword-only ``bits`` (default 3) and ``table`` (a Table
 or a path to a table file; its activation and parameters must match the module's).
@@ -14,10 +15,13 @@ classes) with ``torch.serialization.safe_globals`` to load it with ``weights_onl
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from torch import nn
 
+from ..activations import REGISTRY, get_activation
 from ..errors import FewbitError
 from ..formats import dumps, loads
 from ..table import Table, format_params, label
@@ -25,10 +29,7 @@ from .functional import fewbit_apply
 from .reference import FLOAT_DTYPES, TORCH_FORWARD
 from .tables import TableConstants, canonical_params, resolve_table
 
-__all__ = ["FewbitActivation", "ReLU", "LeakyReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish",
-           "Softplus", "Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "Hardswish", "ReLU6",
-           "Softsign", "LogSigmoid", "Tanhshrink", "QuickGELU", "SquaredReLU", "make_module",
-           "SAFE_GLOBALS"]
+__all__ = ["FewbitActivation", "make_module", "SAFE_GLOBALS"]   # and the generated classes, below
 
 
 class FewbitActivation(nn.Module):
@@ -139,189 +140,96 @@ class FewbitActivation(nn.Module):
                 f"({t.n_intervals} intervals, rel_err={t.relative_error:.3g})")
 
 
-class _Named(FewbitActivation):
-    name = ""
+# -- one class per torch module name in the registry, generated from its entries -------------
 
-    def __init__(self, params=None, bits=None, table=None, inplace=False):
-        super().__init__(self.name, params, bits=bits, table=table)
-        self.inplace = inplace  # accepted for torch.nn compatibility; the input is never modified
+_P = inspect.Parameter
+
+
+class _Named(FewbitActivation):
+    """A torch.nn-style class of one or more registry entries (GELU: gelu, gelu_tanh); the
+    constructor's `select` arguments pick the entry."""
+
+    _entries: tuple = ()
+
+    def _setup(self, given: inspect.BoundArguments) -> None:
+        given.apply_defaults()
+        args = given.arguments
+        spec = self._pick(args)
+        super().__init__(spec.name, {k: args[k] for k in spec.defaults}, bits=args["bits"], table=args["table"])
         for key, value in self.params.items():
             setattr(self, key, value)  # torch.nn attribute names: negative_slope, alpha, beta, ...
+        for key in spec.select:
+            setattr(self, key, args[key])
+        if spec.inplace:
+            self.inplace = args["inplace"]  # accepted for torch.nn compatibility; the input is never modified
 
-
-class _Plain(_Named):
-    """A named activation without parameters or `inplace`: only bits= and table=."""
-
-    def __init__(self, *, bits=None, table=None):
-        super().__init__(None, bits, table)
-
-
-class ReLU(_Named):
-    """max(0, x); see `FewbitActivation`."""
-    name = "relu"
-
-    def __init__(self, inplace: bool = False, *, bits=None, table=None):
-        super().__init__(None, bits, table, inplace)
-
-
-class LeakyReLU(_Named):
-    """x for x > 0, negative_slope * x below; see `FewbitActivation`."""
-    name = "leaky_relu"
-
-    def __init__(self, negative_slope: float = 1e-2, inplace: bool = False, *, bits=None, table=None):
-        super().__init__({"negative_slope": negative_slope}, bits, table, inplace)
-
-
-class ELU(_Named):
-    """x for x > 0, alpha * (exp(x) - 1) below; see `FewbitActivation`."""
-    name = "elu"
-
-    def __init__(self, alpha: float = 1.0, inplace: bool = False, *, bits=None, table=None):
-        super().__init__({"alpha": alpha}, bits, table, inplace)
-
-
-class CELU(_Named):
-    """x for x > 0, alpha * (exp(x / alpha) - 1) below; see `FewbitActivation`."""
-    name = "celu"
-
-    def __init__(self, alpha: float = 1.0, inplace: bool = False, *, bits=None, table=None):
-        super().__init__({"alpha": alpha}, bits, table, inplace)
-
-
-class SELU(_Named):
-    """scale * elu(x, alpha) with torch's constants; see `FewbitActivation`."""
-    name = "selu"
-
-    def __init__(self, inplace: bool = False, *, bits=None, table=None):
-        super().__init__(None, bits, table, inplace)
-
-
-class GELU(FewbitActivation):
-    """x * Phi(x), or its tanh approximation with ``approximate='tanh'``; see `FewbitActivation`."""
-
-    def __init__(self, approximate: str = "none", *, bits=None, table=None):
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-        super().__init__("gelu_tanh" if approximate == "tanh" else "gelu", bits=bits, table=table)
-        self.approximate = approximate
+    @classmethod
+    def _pick(cls, args: dict):
+        for spec in cls._entries:
+            if all(args[k] == v for k, v in spec.select.items()):
+                return spec
+        key = next(iter(cls._entries[0].select))
+        choices = " or ".join(repr(spec.select[key]) for spec in cls._entries)
+        raise ValueError(f"{key} must be {choices}, got {args[key]!r}")
 
     def _args_repr(self) -> str:
-        return f"approximate={self.approximate!r}"
+        picked = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._entries[0].select)
+        return ", ".join(filter(None, (format_params(self.params), picked)))
 
 
-class SiLU(_Named):
-    """x * sigmoid(x); see `FewbitActivation`."""
-    name = "silu"
-
-    def __init__(self, inplace: bool = False, *, bits=None, table=None):
-        super().__init__(None, bits, table, inplace)
-
-
-class Mish(_Named):
-    """x * tanh(softplus(x)); see `FewbitActivation`."""
-    name = "mish"
-
-    def __init__(self, inplace: bool = False, *, bits=None, table=None):
-        super().__init__(None, bits, table, inplace)
+def _signature(spec) -> inspect.Signature:
+    """torch.nn's order: the parameters, the selecting arguments, inplace; then bits, table."""
+    args = [_P("self", _P.POSITIONAL_OR_KEYWORD)]
+    args += [_P(k, _P.POSITIONAL_OR_KEYWORD, default=v, annotation="float") for k, v in spec.defaults.items()]
+    args += [_P(k, _P.POSITIONAL_OR_KEYWORD, default=v, annotation="str") for k, v in spec.select.items()]
+    if spec.inplace:
+        args.append(_P("inplace", _P.POSITIONAL_OR_KEYWORD, default=False, annotation="bool"))
+    return inspect.Signature([*args, _P("bits", _P.KEYWORD_ONLY, default=None),
+                              _P("table", _P.KEYWORD_ONLY, default=None)])
 
 
-class Softplus(_Named):
-    """log(1 + exp(beta * x)) / beta, x where beta * x > threshold; see `FewbitActivation`."""
-    name = "softplus"
+def _module_class(name: str, entries: tuple) -> type:
+    signature = _signature(entries[0])
 
-    def __init__(self, beta: float = 1.0, threshold: float = 20.0, *, bits=None, table=None):
-        super().__init__({"beta": beta, "threshold": threshold}, bits, table)
+    def __init__(self, *args, **kwargs):
+        self._setup(signature.bind(self, *args, **kwargs))
 
-
-class Sigmoid(_Plain):
-    """1 / (1 + exp(-x)); see `FewbitActivation`."""
-    name = "sigmoid"
-
-
-class Tanh(_Plain):
-    """tanh(x); see `FewbitActivation`."""
-    name = "tanh"
+    __init__.__signature__ = signature
+    __init__.__qualname__ = f"{name}.__init__"
+    __init__.__module__ = __name__
+    doc = f"{entries[0].module_doc}; see `FewbitActivation`."
+    return type(name, (_Named,), {"__init__": __init__, "_entries": entries, "__doc__": doc,
+                                  "__module__": __name__, "__qualname__": name})
 
 
-class Hardtanh(_Named):
-    """x clipped to [min_val, max_val]; see `FewbitActivation`."""
-    name = "hardtanh"
-
-    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False, *,
-                 bits=None, table=None):
-        super().__init__({"min_val": min_val, "max_val": max_val}, bits, table, inplace)
-
-
-class Hardsigmoid(_Named):
-    """clip(x / 6 + 1/2, 0, 1); see `FewbitActivation`."""
-    name = "hardsigmoid"
-
-    def __init__(self, inplace: bool = False, *, bits=None, table=None):
-        super().__init__(None, bits, table, inplace)
+def _module_classes() -> tuple:
+    by_name: dict[str, list] = {}
+    for spec in REGISTRY.values():
+        if spec.module is not None:
+            by_name.setdefault(spec.module, []).append(spec)
+    return tuple(_module_class(name, tuple(entries)) for name, entries in by_name.items())
 
 
-class Hardswish(_Named):
-    """x * hardsigmoid(x); see `FewbitActivation`."""
-    name = "hardswish"
+_CLASSES = _module_classes()
+globals().update({cls.__name__: cls for cls in _CLASSES})   # ReLU, LeakyReLU, ..., GELU, ...
+__all__ += [cls.__name__ for cls in _CLASSES]
 
-    def __init__(self, inplace: bool = False, *, bits=None, table=None):
-        super().__init__(None, bits, table, inplace)
-
-
-class ReLU6(_Named):
-    """min(max(0, x), 6); see `FewbitActivation`."""
-    name = "relu6"
-
-    def __init__(self, inplace: bool = False, *, bits=None, table=None):
-        super().__init__(None, bits, table, inplace)
-
-
-class Softsign(_Plain):
-    """x / (1 + |x|); see `FewbitActivation`."""
-    name = "softsign"
-
-
-class LogSigmoid(_Plain):
-    """log(sigmoid(x)); see `FewbitActivation`."""
-    name = "logsigmoid"
-
-
-class Tanhshrink(_Plain):
-    """x - tanh(x); see `FewbitActivation`."""
-    name = "tanhshrink"
-
-
-class QuickGELU(_Plain):
-    """x * sigmoid(1.702 x) (CLIP, Hugging Face ``quick_gelu``); see `FewbitActivation`."""
-    name = "quick_gelu"
-
-
-class SquaredReLU(_Plain):
-    """relu(x)**2 (Primer, Hugging Face ``relu2``); see `FewbitActivation`."""
-    name = "squared_relu"
-
-
-# registry name -> module class; every name in TORCH_FORWARD has one
-_NAMED = tuple(c for c in _Named.__subclasses__() if c is not _Plain) + tuple(_Plain.__subclasses__())
-MODULES = {cls.name: cls for cls in _NAMED}
-MODULES["gelu"] = MODULES["gelu_tanh"] = GELU
+# registry name -> module class (GELU serves gelu and gelu_tanh)
+MODULES = {spec.name: cls for cls in _CLASSES for spec in cls._entries}
 
 # for torch.serialization.safe_globals: a pickled few-bit module holds only these and plain data
-SAFE_GLOBALS = (FewbitActivation, GELU, *_NAMED)
+SAFE_GLOBALS = (FewbitActivation, *_CLASSES)
 
 
 def make_module(activation: str, params: dict | None = None, *, bits=None, table=None) -> FewbitActivation:
     """The module class for a registry activation, built from its parameters."""
     name = canonical_name(activation)
-    if name in ("gelu", "gelu_tanh"):
-        return GELU("tanh" if name == "gelu_tanh" else "none", bits=bits, table=table)
     cls = MODULES.get(name)
     if cls is None:
         return FewbitActivation(name, params, bits=bits, table=table)
-    return cls(**canonical_params(name, params), bits=bits, table=table)
+    return cls(**canonical_params(name, params), **REGISTRY[name].select, bits=bits, table=table)
 
 
 def canonical_name(activation: str) -> str:
     """The registry name of `activation` (aliases resolved)."""
-    from ..activations import get_activation
     return get_activation(activation).name

@@ -10,42 +10,18 @@ boundaries <= x): NaN lands in the last interval, -inf in the first, +inf in the
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
-from ..activations import QUICK_GELU_K
+from ..activations import REGISTRY
 
 __all__ = ["TORCH_FORWARD", "FLOAT_DTYPES", "torch_activation", "encode"]
 
-
-def _squared_relu(x):
-    return torch.square(F.relu(x))
-
-
 # registry name -> f(x, **params) with torch's own ops (bit for bit what torch.nn computes)
-TORCH_FORWARD = {
-    "relu": lambda x: F.relu(x),
-    "leaky_relu": lambda x, negative_slope: F.leaky_relu(x, negative_slope),
-    "elu": lambda x, alpha: F.elu(x, alpha),
-    "celu": lambda x, alpha: F.celu(x, alpha),
-    "selu": lambda x: F.selu(x),
-    "gelu": lambda x: F.gelu(x),
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "silu": lambda x: F.silu(x),
-    "mish": lambda x: F.mish(x),
-    "softplus": lambda x, beta, threshold: F.softplus(x, beta, threshold),
-    "sigmoid": lambda x: torch.sigmoid(x),
-    "tanh": lambda x: torch.tanh(x),
-    "hardtanh": lambda x, min_val, max_val: F.hardtanh(x, min_val, max_val),
-    "hardsigmoid": lambda x: F.hardsigmoid(x),
-    "hardswish": lambda x: F.hardswish(x),
-    "relu6": lambda x: F.relu6(x),
-    "softsign": lambda x: F.softsign(x),
-    "logsigmoid": lambda x: F.logsigmoid(x),
-    "tanhshrink": lambda x: F.tanhshrink(x),
-    "quick_gelu": lambda x: x * torch.sigmoid(QUICK_GELU_K * x),
-    "squared_relu": _squared_relu,
-}
+TORCH_FORWARD = {spec.name: functools.partial(spec.torch_forward, F)
+                 for spec in REGISTRY.values() if spec.torch_forward is not None}
 
 
 _TORCH_COMPARE_INTERVALS = 16  # up to this many intervals, m-1 compares beat torch.searchsorted on CPU

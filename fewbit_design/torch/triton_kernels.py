@@ -83,7 +83,8 @@ def _upcast(x, INTERP: tl.constexpr):
 @_jit
 def _activation(x, param, ACT: tl.constexpr, INTERP: tl.constexpr):
     # fp32 x -> fp32 f(x), written as torch's CUDA kernels write it (opmath float);
-    # python float constants round to float32 as nvcc rounds the constexpr opmath_t values
+    # python float constants round to float32 as nvcc rounds the constexpr opmath_t values;
+    # ACT is an activation's `fused` id in the registry (activations.py), `param` its `fused_param`
     if ACT == 1:
         # relu = clamp_min(x, 0): NaN propagates
         y = tl.where(x != x, x, tl.maximum(x, 0.0))
