@@ -1,4 +1,4 @@
-"""Table files, pinned byte for byte and message for message (fewbit_design/formats.py).
+"""Table files, pinned byte for byte and message for message (fewbit_design/formats/).
 
 test_formats.py checks round trips and that corrupt input is refused; these tests pin what a
 user sees: the exact bytes each writer produces, each reader's one-line message for each kind

@@ -7,6 +7,7 @@ import os
 import click
 
 from .. import formats
+from ..errors import FewbitError
 from ..table import format_params
 from .errors import InputError, handle_errors
 from .options import bits_option, dist_option, output_option, param_option, partition_option
@@ -79,7 +80,7 @@ def _emit(table, fmt, output):
     elif output and fmt != "text":
         try:
             implied = formats.format_from_path(output)
-        except Exception:
+        except FewbitError:
             implied = None
         if implied is not None and implied != fmt:
             click.echo(f"warning: {output}: writing {fmt} although the extension says {implied}", err=True)

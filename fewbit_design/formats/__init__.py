@@ -48,6 +48,9 @@ def format_from_path(path: str | os.PathLike) -> str:
 
 
 def _check_format(fmt: str) -> str:
+    """`fmt` if it names a table file format; "text" (written, never read) is not one."""
+    if fmt == "text":
+        raise FewbitError(f"the text summary is not read back; expected one of {', '.join(FORMATS)}")
     if fmt not in FORMATS:
         raise FewbitError(f"unknown table format {fmt!r}; expected one of {', '.join(FORMATS)}")
     return fmt
