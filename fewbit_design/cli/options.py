@@ -17,9 +17,8 @@ def bits_option(help: str, **kw):
 
 def dist_option(help: str, *, multiple: bool = False):
     """-d/--dist: one weight spec (`dist`, normal:0,1 by default) or several (`dists`)."""
-    if multiple:
-        return click.option("-d", "--dist", "dists", multiple=True, help=help)
-    return click.option("-d", "--dist", "dist", default="normal:0,1", show_default=True, help=help)
+    kw = {"multiple": True} if multiple else {"default": "normal:0,1", "show_default": True}
+    return click.option("-d", "--dist", "dists" if multiple else "dist", help=help, **kw)
 
 
 def param_option(help: str = PARAM_HELP):
@@ -29,11 +28,9 @@ def param_option(help: str = PARAM_HELP):
 
 def partition_option(help: str, *, multiple: bool = False):
     """--partition: one of contiguous, levelset, auto (auto by default), or several (`partitions`)."""
-    if multiple:
-        return click.option("--partition", "partitions", multiple=True, type=click.Choice(PARTITION_CHOICES),
-                            help=help)
-    return click.option("--partition", type=click.Choice(PARTITION_CHOICES), default="auto",
-                        show_default=True, help=help)
+    kw = {"multiple": True} if multiple else {"default": "auto", "show_default": True}
+    return click.option("--partition", "partitions" if multiple else "partition",
+                        type=click.Choice(PARTITION_CHOICES), help=help, **kw)
 
 
 def output_option(help: str, *, required: bool = False, folder: bool = False, writable: bool = False):
