@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from fewbit_design import formats
-from fewbit_design.cli_tables import COMMANDS
+from fewbit_design.cli import COMMANDS
 from fewbit_design.designer import design
 from fewbit_design.table import Table
 
@@ -69,6 +69,29 @@ def test_convert_to_files_round_trip(gelu2, tmp_path):
         run("convert", src, "-o", dst)
         assert formats.dumps(formats.read_table(dst), "json") == formats.dumps(t, "json")
         src = dst
+
+
+def test_samples_paths_are_written_relative_to_the_table(tmp_path, monkeypatch):
+    # design -o and convert -o store a relative samples path relative to the file's folder,
+    # where check looks for it; a header's C prefix is fewbit_ + the file's name
+    import numpy as np
+
+    np.save(tmp_path / "acts.npy", np.random.default_rng(0).standard_normal(300))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    run("design", "gelu", "-b", "1", "--dist", "samples:acts.npy", "-o", "a/t.json")
+    run("convert", "a/t.json", "-o", "b/t.h")
+    run("convert", "b/t.h", "-o", "t.csv")
+    run("design", "gelu", "-b", "1", "--dist", "samples:acts.npy", "-o", "b/d.h")
+    files = ("a/t.json", "b/t.h", "t.csv", "b/d.h")
+    up = os.path.join("..", "acts.npy")
+    assert [formats.read_table(f).dist_params["path"] for f in files] == [up, up, "acts.npy", up]
+    assert "fewbit_t_level(double x)" in (tmp_path / "b" / "t.h").read_text()
+    assert "fewbit_d_level(double x)" in (tmp_path / "b" / "d.h").read_text()
+    monkeypatch.chdir(tmp_path / "b")
+    for f in files:
+        run("check", "--no-redesign", tmp_path / f)
 
 
 def test_convert_bad_inputs(gelu2, tmp_path):
@@ -197,7 +220,7 @@ def test_plot_bad_inputs(gelu2, tmp_path):
 
 
 def test_cli_start_stays_light():
-    code = ("import sys, fewbit_design.cli_tables, fewbit_design.formats, fewbit_design.sweep, "
+    code = ("import sys, fewbit_design.cli, fewbit_design.formats, fewbit_design.sweep, "
             "fewbit_design.shipped; bad = [m for m in ('matplotlib', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

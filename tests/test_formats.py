@@ -289,7 +289,7 @@ def test_header_compiles_and_agrees(tmp_path):
 
 
 # ==================================================================================================
-# Claims. Table files, pinned byte for byte and message for message (fewbit_design/formats.py).
+# Claims. Table files, pinned byte for byte and message for message (fewbit_design/formats/).
 #
 # The tests above check round trips and that corrupt input is refused; the ones below pin what a
 # user sees: the exact bytes each writer produces, each reader's one-line message for each kind
@@ -1059,3 +1059,35 @@ def test_mutant_read_bundle_names_the_table_and_the_module_record():
         assert str(info.value) == message
     tables, records = formats.read_bundle(bundle([{"name": "a", "k": 1}, {"name": "b"}]), source="b.json", modules=True)
     assert tables == [small(), small()] and records == [{"name": "a", "k": 1}, {"name": "b"}]
+
+
+# -- the text summary (write-only) and samples paths written relative to the file ----------
+
+def test_text_is_written_never_read(tmp_path):
+    t = make_table(2)
+    text = formats.dumps(t, "text").decode()
+    assert text.splitlines()[0].startswith(f"{t.activation}: 2-bit contiguous table for inputs ~ ")
+    assert len(text.splitlines()) == 5 + t.n_intervals
+    assert formats.write_table(t, tmp_path / "t.txt", "text") == str(tmp_path / "t.txt")
+    assert (tmp_path / "t.txt").read_text() == text
+    for call in (lambda: formats.loads(text.encode(), "text"), lambda: formats.read_table(tmp_path / "t.txt", "text")):
+        with pytest.raises(FewbitError) as info:
+            call()
+        assert str(info.value) == "the text summary is not read back; expected one of json, yaml, npz, csv, h"
+
+
+def test_write_table_base_rewrites_a_relative_samples_path(tmp_path):
+    d = make_table(2).to_dict()
+    d["distribution"] = {"name": "samples", "params": {"path": "acts.npy", "count": 3, "sha256": "0" * 64}}
+    t = Table.from_dict(d)
+    (tmp_path / "a").mkdir()
+
+    def written(path, **kw):
+        return formats.read_table(formats.write_table(t, path, **kw)).dist_params["path"]
+
+    assert written(tmp_path / "a" / "kept.json") == "acts.npy"               # no base: as it is
+    assert written(tmp_path / "a" / "t.json", base=tmp_path) == os.path.join("..", "acts.npy")
+    assert written(tmp_path / "a" / "t.csv", base=tmp_path / "a") == "acts.npy"
+    d["distribution"]["params"]["path"] = str(tmp_path / "acts.npy")          # absolute: as it is
+    assert formats.read_table(formats.write_table(Table.from_dict(d), tmp_path / "a" / "abs.json", base="x")
+                              ).dist_params["path"] == str(tmp_path / "acts.npy")

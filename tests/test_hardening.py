@@ -371,7 +371,7 @@ def test_small_cli_edges(tmp_path):
 
 
 def test_long_designs_say_they_are_running(monkeypatch):
-    from fewbit_design import cli
+    from fewbit_design.cli import design as cli
     monkeypatch.setattr(cli._Heartbeat, "__init__",
                         lambda self, what, first=0.01, every=0.01, _i=cli._Heartbeat.__init__: _i(self, what, first, every))
     r = CliRunner().invoke(main, ["gelu", "-b", "6"])

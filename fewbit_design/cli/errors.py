@@ -1,4 +1,4 @@
-"""Command line helpers (front end): exit code 2 on bad input, one-line messages."""
+"""How the command line fails (front end): exit code 2 on bad input, one-line messages, no traceback."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 
 import click
 
-from .errors import FewbitError
+from ..errors import FewbitError
 
 
 MAX_MESSAGE = 400
