@@ -26,7 +26,7 @@ MIN_BITS, MAX_BITS = 1, 8                   # code widths: 1..8 bits (uint8 code
 BITS = range(MIN_BITS, MAX_BITS + 1)
 PARTITIONS = ("contiguous", "levelset")     # what a Table can be
 PARTITION_CHOICES = (*PARTITIONS, "auto")   # what design() takes: auto keeps the better of the two
-FORMATS = ("json", "yaml", "npz", "csv", "h")   # table files (formats.py writes and reads each)
+FORMATS = ("json", "yaml", "npz", "csv", "h")   # table files (the formats package writes and reads each)
 
 
 def check_bits(bits, what: str = "bits") -> int:
