@@ -6,7 +6,7 @@ f' must be constant there), the extrema of f (sign changes of f' away from the f
 means monotone, 0 branch bits; one is the branch point, 1 bit; more is refused), and per
 branch the variable t = sign(y - y0)·|y - y0|^(1/p) in which f'(f⁻¹(y)) is smooth: p - 1 is
 the order of the zero of f' at a stationary point x0 of the branch (p = 2 at a minimum,
-p = 3 at an inflection with f' = 0 as for x - tanh x), p = 1 (t = y) without one.
+p = 3 at an inflection where f' touches 0), p = 1 (t = y) without one.
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def design_output(activation, *, distribution="normal:0,1", params=None, y_dtype
     if shape.branch_point is not None:
         extra.append(shape.branch_point[0])
     edges = np.union1d(g.edges, np.asarray(extra, dtype=np.float64))
-    # where y rounds onto a flat's value from the open part beside it (hardtanh's y -> 1 in bf16),
+    # where y rounds onto a flat's value from the open part beside it (y -> 1 beside a clip at 1),
     # g takes the flat's f': cells end there so that the nodes see it
     near = [inverse(act, br, edges, np.asarray(rounding_cell(fl.y, y_dtype)))
             for br in shape.branches for fl in br.flats]
