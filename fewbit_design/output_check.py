@@ -19,7 +19,7 @@ import numpy as np
 
 from .activations import get_activation
 from .distributions import parse_distribution
-from .output_tables import OutputTable, round_to, rounding_cell
+from .output_tables import OutputTable, round_to, rounding_cell, signed_zero
 
 _X16, _W16 = np.polynomial.legendre.leggauss(16)
 _X8, _W8 = np.polynomial.legendre.leggauss(8)
@@ -75,7 +75,7 @@ class _Branch:
 
     def exact(self, v, dtype):
         """f'(f⁻¹(v)) on this branch (v clamped to its range); flats' f' where v is a flat's y."""
-        x = _inverse(self.act.f, v, self.a, self.b, self.br.increasing)
+        x = _inverse(self.act.f, signed_zero(v), self.a, self.b, self.br.increasing)
         out = self.act.df(x)
         for fl in self.br.flats:
             out = np.where(v == round_to(fl.y, dtype), fl.df, out)

@@ -29,8 +29,8 @@ from .output_fit import Run, design_pieces, evaluate_pieces
 from .output_shape import Flat, find_shape, nodes, t_of
 
 Y_DTYPES = ("float32", "float16", "bfloat16", "float64")
-DEFAULT_PIECES = 8       # per branch; see benchmarks/output_tables.py for the measurement
-DEFAULT_DEGREE = 6
+DEFAULT_PIECES = 4       # per branch, with DEFAULT_DEGREE: the sweep of benchmarks/output_tables.py chose them
+DEFAULT_DEGREE = 8
 DEFAULT_CUTS = 64        # DP cells per branch (the cut points the DP chooses among)
 _FORMATS = {"float16": (11, -14, 65504.0), "bfloat16": (8, -126, 3.3895313892515355e38),
             "float32": (24, -126, 3.4028234663852886e38)}
@@ -50,6 +50,12 @@ def round_to(y, dtype: str) -> np.ndarray:
         r = np.rint(y / step) * step                     # exact scaling by powers of 2; rint ties to even
     r = np.where(np.isfinite(y), r, y)
     return np.where(np.abs(r) > top, np.copysign(np.inf, y), r)
+
+
+def signed_zero(y) -> np.ndarray:
+    """y with ±0 moved to ±5e-324: a zero keeps the side it was rounded from (f(x) -> -0.0 for x < 0)."""
+    y = np.asarray(y, dtype=np.float64)
+    return np.where(y == 0, np.copysign(5e-324, y), y)
 
 
 def rounding_cell(c: float, dtype: str) -> tuple[float, float]:
@@ -91,7 +97,7 @@ class OutputBranch:
     def derivative(self, y, dtype: str = "float64") -> np.ndarray:
         """g(y) for y already in `dtype` (flats compared in that dtype)."""
         y = np.asarray(y, dtype=np.float64)
-        out = evaluate_pieces(self.edges, self.coefficients, t_of(y, self.y0, self.power))
+        out = evaluate_pieces(self.edges, self.coefficients, t_of(signed_zero(y), self.y0, self.power))
         for fl in self.flats:
             out = np.where(y == round_to(fl.y, dtype), fl.df, out)
         return out
@@ -185,7 +191,7 @@ def design_output(activation, *, distribution="normal:0,1", params=None, y_dtype
     y_dtype : the dtype y is saved in: "float32", "float16", "bfloat16" (or "float64").
     pieces : at most this many polynomial pieces per branch (1..64).
     degree : polynomial degree of each piece (0..12).
-    grid : core cells of the quadrature grid (default 1024).
+    grid : core cells of the quadrature grid, 16..65536 (default 1024).
     cuts : DP cells per branch, the candidate cuts between pieces (pieces..512).
 
     Raises
@@ -195,7 +201,7 @@ def design_output(activation, *, distribution="normal:0,1", params=None, y_dtype
     """
     act = get_activation(activation, params) if isinstance(activation, str) else activation
     dist = parse_distribution(distribution) if isinstance(distribution, str) else distribution
-    _check_args(dist, y_dtype, pieces, degree, cuts)
+    _check_args(dist, y_dtype, pieces, degree, cuts, DEFAULT_GRID if grid is None else grid)
     g = make_grid(act, dist, DEFAULT_GRID if grid is None else int(grid))
     shape = find_shape(act, dist, g.edges)
     extra = [fl_end for b in shape.branches for fl in b.flats for fl_end in (fl.lo, fl.hi)]
@@ -235,13 +241,14 @@ def design_output(activation, *, distribution="normal:0,1", params=None, y_dtype
                        solver=solver)
 
 
-def _check_args(dist, y_dtype, pieces, degree, cuts) -> None:
+def _check_args(dist, y_dtype, pieces, degree, cuts, grid) -> None:
     if isinstance(dist, Samples):
         raise FewbitError("output tables need a parametric distribution (normal, uniform, laplace, logistic, "
                           "student-t), not samples")
     if y_dtype not in Y_DTYPES:
         raise FewbitError(f"unknown y dtype {y_dtype!r}; choose one of {', '.join(Y_DTYPES)}")
-    for name, v, lo, hi in (("pieces", pieces, 1, 64), ("degree", degree, 0, 12), ("cuts", cuts, 1, 512)):
+    for name, v, lo, hi in (("pieces", pieces, 1, 64), ("degree", degree, 0, 12), ("cuts", cuts, 1, 512),
+                            ("grid", grid, 16, 1 << 16)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
             raise FewbitError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
     if cuts < pieces:
@@ -294,7 +301,7 @@ def inverse(act, br, edges: np.ndarray, y) -> np.ndarray:
     if not br.increasing:
         e, fe = e[::-1], fe[::-1]
     fe = np.maximum.accumulate(fe)                      # non-decreasing along e (rounding aside)
-    v = np.clip(np.asarray(y, dtype=np.float64), fe[0], fe[-1])
+    v = np.clip(signed_zero(y), fe[0], fe[-1])
     j = np.clip(np.searchsorted(fe, v, side="left") - 1, 0, e.size - 2)
     a, b = e[j], e[j + 1]
     for _ in range(64):
