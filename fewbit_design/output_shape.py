@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
-
 from .cells import _GL_W, _GL_X
 from .errors import FewbitError
 
@@ -108,7 +106,7 @@ def find_shape(act, dist, edges: np.ndarray) -> Shape:
     if between:             # the extremum is a flat: it belongs to the branch above
         x0, y0, x_end = between[0].lo, between[0].y, between[0].hi
     else:
-        x0 = float(brentq(lambda v: float(act.df(np.array([v]))[0]), a, b, xtol=1e-300, rtol=8.9e-16, maxiter=400))
+        x0 = _root(act.df, a, b)
         y0, x_end = float(act.f(np.array([x0]))[0]), x0
     kind = "minimum" if sign[i] < 0 else "maximum"
     below = [fl for fl in flats if fl.hi <= x0]
@@ -117,6 +115,33 @@ def find_shape(act, dist, edges: np.ndarray) -> Shape:
     pa = _power(act, x_end, +1, scale)
     return Shape((Branch(-np.inf, x0, y0, pb, kind == "maximum", tuple(below)),
                   Branch(x0, np.inf, y0, pa, kind == "minimum", tuple(above))), (x0, y0), kind)
+
+
+def _at(fn, x: float) -> float:
+    return float(fn(np.array([x]))[0])
+
+
+def _root(fn, a: float, b: float) -> float:
+    """A sign change of fn in [a, b] (fn(a), fn(b) of opposite signs), by bisection to the last double."""
+    sa = np.sign(_at(fn, a))
+    while True:
+        m = 0.5 * (a + b)
+        if m in (a, b):
+            return a if abs(_at(fn, a)) <= abs(_at(fn, b)) else b
+        fm = _at(fn, m)
+        if fm == 0:
+            return m
+        a, b = (m, b) if np.sign(fm) == sa else (a, m)
+
+
+def _smallest(fn, a: float, b: float) -> tuple[float, float]:
+    """(x, fn(x)) at the minimum of a unimodal fn on [a, b], by golden-section search."""
+    r = 0.5 * (np.sqrt(5.0) - 1.0)
+    for _ in range(120):            # the bracket shrinks by 0.618 a step: far below a double's spacing
+        c, d = b - r * (b - a), a + r * (b - a)
+        a, b = (a, d) if fn(c) < fn(d) else (c, b)
+    x = 0.5 * (a + b)
+    return x, fn(x)
 
 
 def _flats(act, edges, x, w, fx, fe, d) -> tuple[Flat, ...]:
@@ -188,10 +213,9 @@ def _variable(act, dist, flats, lo_x, hi_x, scale, xs, ds) -> tuple[float, int]:
                 cands.append((end, direction))
     a = np.abs(ds)
     for i in np.flatnonzero((a[1:-1] < a[:-2]) & (a[1:-1] < a[2:]) & (a[1:-1] < STATIONARY * scale)) + 1:
-        r = minimize_scalar(lambda v: float(np.abs(act.df(np.array([v]))[0])), bounds=(xs[i - 1], xs[i + 1]),
-                            method="bounded", options={"xatol": 1e-12})
-        if abs(r.fun) <= SIGNIFICANT * scale:
-            cands.append((float(r.x), +1))
+        x, value = _smallest(lambda v: abs(_at(act.df, v)), float(xs[i - 1]), float(xs[i + 1]))
+        if value <= SIGNIFICANT * scale:
+            cands.append((x, +1))
     best = (0.0, 1, -1.0)
     for end, direction in cands:
         p = _power(act, end, direction, scale)

@@ -147,6 +147,17 @@ def test_bad_arguments(kwargs, match):
         design_output("gelu", **kwargs)
 
 
+def test_other_weights(tmp_path):
+    assert design_output("gelu", distribution="uniform:0,2").branch_bits == 0     # monotone on the support
+    t = design_output("silu", distribution="laplace:0,2", y_dtype="bfloat16")
+    assert t.kind == "minimum"
+    c = check_output(t)
+    assert c["rounded"] <= max(2 * c["floor"], 1e-9) and abs(t.floor - c["floor"]) <= 0.05 * c["floor"]
+    np.save(tmp_path / "s.npy", np.linspace(-3.0, 3.0, 101))
+    with pytest.raises(FewbitError, match="parametric distribution"):
+        design_output("gelu", distribution=f"samples:{tmp_path / 's.npy'}")
+
+
 # ---------------------------------------------------------------- the DP
 
 def _small_run(seed=0, cells=7, per=5):
