@@ -6,7 +6,7 @@ Every table or sentence with a measured number sits between two markers in the m
     ...rendered text...
     <!-- /report -->
 
-and is rendered here from benchmarks/results/ (the JSON of memory_models and convergence,
+and is rendered here from benchmarks/results/ (the JSON of memory_models, convergence and output_tables,
 the text outputs of cpu_runtime). No figure is copied by hand:
 
     python -m benchmarks.report            # re-render every block in place (atomic writes)
@@ -269,9 +269,72 @@ def convergence_jax() -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------ output tables (output_tables)
+
+def _output_rows() -> dict:
+    return {(r["activation"], r["dtype"]): r for r in _json("output_tables.json")["results"]}
+
+
+def output_tables() -> str:
+    d = _json("output_tables.json")
+    rows = _output_rows()
+    out = [f"N(0, 1), default {d['defaults']['pieces']} pieces of degree {d['defaults']['degree']} per branch; "
+           "relative error E / ∫ w f'² by the independent quadrature, with g on y in the dtype "
+           "(the floor, f'∘f⁻¹ on the same y, in brackets)", "",
+           "| activation | branch bits | t | y exact | float32 y | float16 y | bfloat16 y |",
+           "|---|---:|---|---:|---:|---:|---:|"]
+    for name in dict.fromkeys(a for a, _ in rows):
+        r = rows[(name, "float32")]
+        if "refused" in r:
+            out.append(f"| {name} | refused | | | | | |")
+            continue
+        t = " / ".join("y" if p == 1 else f"{'sqrt' if p == 2 else 'cbrt' if p == 3 else f'root {p}'}"
+                       for p in r["powers"])
+        cells = [f"{rows[(name, dt)]['independent']['rounded']:.2e} ({rows[(name, dt)]['independent']['floor']:.2e})"
+                 for dt in d["dtypes"]]
+        out.append(f"| {name} | {r['branch_bits']} | {t} | {r['independent']['relative']:.2e} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def output_tables_summary() -> str:
+    d = _json("output_tables.json")
+    rows = [r for r in d["results"] if "refused" not in r]
+    named = [r for r in rows if r["activation"] in d["must_show"]]
+    names = ", ".join(d["must_show"])
+    worst = {dt: max(r["independent"]["rounded"] for r in named if r["dtype"] == dt) for dt in d["dtypes"]}
+    bounds_met = all(r["within_bound"] for r in named)
+    others = sorted({r["activation"] for r in rows if r["branch_bits"] == 1} - set(d["must_show"]))
+    ratio = max(r["independent"]["rounded"] / r["target"] for r in rows)
+    mono = {r["activation"] for r in rows if r["branch_bits"] == 0}
+    mono_ok = all(r["within_target"] for r in rows if r["branch_bits"] == 0)
+    over = [f"{r['activation']} {r['dtype']}" for r in rows if not r["within_target"]]
+    return (f"With one branch bit, for {names}, the largest independent error is {worst['float32']:.2e} for float32 y, "
+            f"{worst['float16']:.2e} for float16 and {worst['bfloat16']:.2e} for bfloat16 (bounds "
+            f"{d['bounds']['float32']:g}, {d['bounds']['float16']:g}, {d['bounds']['bfloat16']:g}: "
+            f"{'all met' if bounds_met else 'NOT all met'}); {', '.join(others) or 'no other'} also "
+            f"{'takes' if len(others) == 1 else 'take'} one branch bit. The "
+            f"{len(mono)} monotone activations, with 0 branch bits, are {'all' if mono_ok else 'NOT all'} within "
+            f"max(2 · floor, 1e-9); over all rows the largest error / max(2 · floor, 1e-9) is {ratio:.3f}"
+            + (f"; over it: {', '.join(over)}." if over else ".") + f" The full run took {d['seconds']:.0f} s.")
+
+
+def output_tables_sweep() -> str:
+    d = _json("output_tables.json")
+    degrees = sorted({s["degree"] for s in d["sweep"]})
+    out = ["| pieces per branch | " + " | ".join(f"degree {g}" for g in degrees) + " |",
+           "|---:|" + "---:|" * len(degrees)]
+    by = {(s["pieces"], s["degree"]): max(s["relative"].values()) for s in d["sweep"]}
+    for pieces in sorted({s["pieces"] for s in d["sweep"]}):
+        out.append(f"| {pieces} | " + " | ".join(f"{by[(pieces, g)]:.1e}" for g in degrees) + " |")
+    c = d["choice"]["chosen"]
+    return "\n".join(out) + (f"\n\nRule: {d['choice']['rule']}; chosen: {c['pieces']} pieces of degree {c['degree']}"
+                             f" (the defaults used above: {d['defaults']['pieces']} of degree {d['defaults']['degree']}).")
+
+
 BLOCKS = {f.__name__: f for f in (memory_headline, memory_models, memory_setup, convergence, convergence_summary,
                                   convergence_jax, cpu_runs, cpu_summary, cpu_machine, cpu_breakdown, cpu_per_call, cpu_training,
-                                  cpu_activations, cpu_activations_summary)}
+                                  cpu_activations, cpu_activations_summary,
+                                  output_tables, output_tables_summary, output_tables_sweep)}
 
 
 # ------------------------------------------------------------------ the files
