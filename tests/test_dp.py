@@ -336,9 +336,12 @@ def test_mutant_levelset_grid_stage_is_the_exact_optimum_over_cells(name, bits):
 
 # -- optimal_runs: the one entry of both methods ------------------------------------------
 
-def _random_cells(seed, n):
+def _random_cells(seed, n, *, by_value=False):
+    """Values and weights of n cells; sorted by value where the DP is the Monge one."""
     rng = np.random.default_rng(seed)
-    return rng.normal(size=n), rng.random(n) + 0.1
+    v, w = rng.normal(size=n), rng.random(n) + 0.1
+    order = np.argsort(v, kind="stable") if by_value else np.arange(n)
+    return v[order], w[order]
 
 
 def test_optimal_runs_in_x_order_is_the_exact_dp_not_the_monge_one():
@@ -354,10 +357,7 @@ def test_optimal_runs_in_x_order_is_the_exact_dp_not_the_monge_one():
 
 @pytest.mark.parametrize("monge", [False, True])
 def test_optimal_runs_cuts_at_most_2_to_the_bits_runs(monge):
-    v, w = _random_cells(3, 64)
-    if monge:
-        order = np.argsort(v, kind="stable")
-        v, w = v[order], w[order]
+    v, w = _random_cells(3, 64, by_value=monge)
     P = prefix(v, w)
     for bits in (1, 2, 3, 4):
         cuts, sweeps = optimal_runs(P, bits, monge=monge)
@@ -370,10 +370,7 @@ def test_optimal_runs_cuts_at_most_2_to_the_bits_runs(monge):
 def test_optimal_runs_over_bins_keeps_2_to_the_bits_runs(monge):
     # 3 bits over every other cell: 8 runs (not 2*bits = 6, not 3**bits = 27), exchange-refined
     # over every cell, so at most the binned DP's cost and below the best 6-run cost
-    v, w = _random_cells(4, 64)
-    if monge:
-        order = np.argsort(v, kind="stable")
-        v, w = v[order], w[order]
+    v, w = _random_cells(4, 64, by_value=monge)
     P = prefix(v, w)
     bins = np.arange(0, 65, 2)
     cuts, sweeps = optimal_runs(P, 3, monge=monge, bins=bins)
